@@ -1,0 +1,1 @@
+"""Utilities, one concept per module: ``config`` (YAML -> typed config), ``checkpoint`` (atomic saves)."""

@@ -1,0 +1,241 @@
+"""Typed configuration: YAML files with ``_base_`` inheritance and ``key.sub=value`` overrides.
+
+The dataclasses below are the schema and the documentation of every key. ``load_config`` is the
+only place YAML is parsed: it merges the base files (later wins), applies command-line overrides,
+then checks every key and type against the schema, so a typo fails at load time with the nearest
+valid key instead of silently doing nothing.
+
+Sections merge key by key; the free-form ``*_args`` dicts (keyword arguments of the class a name
+selects) are replaced as a whole, because arguments of one head mean nothing to another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Dilated ResNet (``models.backbones.ResNet``); defaults are the official SPNet-R50 backbone."""
+
+    depth: int = 50  # 18, 34, 50, 101 or 152
+    stage_blocks: tuple[int, ...] | None = None  # override the depth's blocks per stage (small test models)
+    base_width: int = 64  # stem and stage widths scale with it (64 = standard ResNet)
+    deep_stem: bool = True  # three 3x3 convs (official SPNet, PyTorch-Encoding weights) or one 7x7 (torchvision)
+    output_stride: Literal[8, 16, 32] = 8
+    multi_grid: tuple[int, ...] | None = (1, 2, 4)  # stage-4 dilation multipliers, one per block
+    attention: str | None = "strip"  # key of models.modules.BLOCK_ATTENTION; null for none
+    attention_args: dict[str, Any] = field(default_factory=dict)
+    attention_placement: str | tuple[tuple[int, ...], ...] = "official"  # official | all | last | none | lists
+    attention_position: Literal["mid", "post"] = "mid"  # mid: before the block's last conv (SPNet)
+    pretrained: str | None = None  # ImageNet init: a local file, or a torchvision weights name
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The segmentor; defaults are SPNet-R50 for Cityscapes."""
+
+    num_classes: int = 19
+    norm: Literal["bn", "gn"] = "bn"  # BatchNorm (SyncBN under multi-GPU training) or GroupNorm
+    norm_groups: int = 32  # GroupNorm groups
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: str = "spnet"  # key of models.heads.HEADS
+    head_args: dict[str, Any] = field(default_factory=dict)
+    aux_head: str | None = "fcn"  # on stage 3; null for none
+    aux_head_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read ``path`` (resolving ``_base_`` files), apply ``key.sub=value`` overrides, validate."""
+    raw = _read_yaml_tree(Path(path), chain=())
+    for override in overrides:
+        _apply_override(raw, override)
+    return _build(Config, raw, prefix="", source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a plain dict (e.g. the config stored in a checkpoint) into a ``Config``."""
+    return _build(Config, data, prefix="", source=source)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict with lists instead of tuples, fit for YAML, JSON and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# --- reading and merging -------------------------------------------------------------------------
+
+
+def _read_yaml_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(map(str, chain + (path,)))}")
+    if not path.is_file():
+        referrer = f" (named in _base_ of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{referrer}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, _read_yaml_tree(path.parent / base, chain + (path,)), Config)
+    return _merge(merged, data, Config)
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Key-by-key merge where the schema has a nested section; replacement everywhere else."""
+    hints = _hints(cls)
+    out = dict(base)
+    for key, value in child.items():
+        sub = hints.get(key)
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, sub)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like key.sub=value, e.g. model.backbone.depth=101")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {override!r}: cannot parse value {text!r}: {err}") from err
+    node, cls = raw, Config
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        hints = _hints(cls) if cls is not None else None
+        if hints is not None and part not in hints:
+            _unknown_key(".".join(parts[: i + 1]), part, hints, "command-line override")
+        sub_cls = hints.get(part) if hints is not None else None
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+        cls = sub_cls if dataclasses.is_dataclass(sub_cls) else None
+    node[parts[-1]] = value
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_key(path: str, key: str, valid: Sequence[str], source: str) -> typing.NoReturn:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{source}: unknown key {path!r}{hint} Valid keys here: {', '.join(valid)}")
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    for key in data:
+        if key not in hints:
+            _unknown_key(prefix + str(key), str(key), list(hints), source)
+    kwargs = {key: _coerce(value, hints[key], prefix + key, source) for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; turn lists into tuples where asked."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path + ".", source)
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(value, option, path, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: {path} = {value!r} must be {_type_name(tp)}")
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{source}: {path} = {value!r} must be one of {list(args)}{hint}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is Any:
+        return value
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
+            if len(value) == len(args):
+                return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp in (str, bool):
+        if isinstance(value, tp):
+            return value
+    else:  # pragma: no cover - a schema annotation this function does not know
+        raise TypeError(f"unsupported config annotation {tp!r} for {path}")
+    raise ConfigError(f"{source}: {path} = {value!r} must be {_type_name(tp)}")
+
+
+def _type_name(tp: Any, plural: bool = False) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a, plural) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"{'lists' if plural else 'a list'} of {_type_name(args[0], plural=True)}"
+        return f"a list of {len(args)} values"
+    if plural:
+        return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(tp, str(tp))
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if tp is type(None):
+        return "null"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
