@@ -1,0 +1,264 @@
+"""Loading weights: strict by default, with an explicit allow-list and a report of what came from where.
+
+A load either fills every parameter the allow-list does not exempt, or fails with one message that
+lists the missing keys, the unexpected keys and the shape mismatches, and describes both layouts;
+a silent partial load (``strict=False``) never happens here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .convert import (
+    StateDict,
+    convert_imagenet_resnet,
+    describe_layout,
+    describe_resnet,
+    detect_stem,
+    unwrap_state_dict,
+)
+
+
+class IncompatibleWeightsError(ValueError):
+    """Weights that do not fit the model; the message lists every difference and the likely fix."""
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    format: str
+    depth: int
+    sha1: str  # the checksum the publisher distributes with the file
+    provenance: str
+
+
+# PyTorch-Encoding's ImageNet ResNets, the initialisation of the official SPNet. The original links
+# (https://hangzh.s3.amazonaws.com/encoding/models/<name>.zip) are dead; copies: the SPNet author's
+# Google Drive folder linked from github.com/Andrew-Qibin/SPNet, and the SegmenTron release
+# https://github.com/LikeLy-Journey/SegmenTron/releases/download/v0.1.0/<name>.pth. Verify a copy
+# with `sha1sum`: PyTorch-Encoding publishes SHA-1 (its file names carry the first 8 hex digits).
+# No SHA-256 was ever published; we print the SHA-256 of whatever file is loaded (load report,
+# checkpoint metadata) so a verified copy can be pinned by it.
+KNOWN_WEIGHTS: dict[str, KnownWeights] = {
+    "resnet50-25c4b509.pth": KnownWeights(
+        "encoding-resnet",
+        50,
+        "25c4b50959ef024fcc050213a06b614899f94b3d",
+        "PyTorch-Encoding ImageNet ResNet-50 (deep stem)",
+    ),
+    "resnet101-2a57e44d.pth": KnownWeights(
+        "encoding-resnet",
+        101,
+        "2a57e44de9c853fa015b172309a1ee7e2d0e4e2a",
+        "PyTorch-Encoding ImageNet ResNet-101 (deep stem)",
+    ),
+    "resnet152-0d43d698.pth": KnownWeights(
+        "encoding-resnet",
+        152,
+        "0d43d698c66aceaa2bc0309f55efdd7ff4b143af",
+        "PyTorch-Encoding ImageNet ResNet-152 (deep stem)",
+    ),
+}
+
+
+@dataclass
+class LoadReport:
+    """What a load did, for the log: which tensors came from the file and which kept their init."""
+
+    source: str
+    sha256: str | None
+    loaded: list[str]
+    kept_init: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        digest = f" (sha256 {self.sha256})" if self.sha256 else ""
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source}{digest}"]
+        if self.kept_init:
+            modules = sorted({_owner(k) for k in self.kept_init})
+            count = len(self.kept_init)
+            lines.append(
+                f"  kept their initialisation (not in the file, allowed): {count} tensors in {', '.join(modules)}"
+            )
+        if self.dropped:
+            lines.append(f"  ignored from the file (allowed): {', '.join(self.dropped)}")
+        return "\n".join(lines)
+
+
+def _owner(key: str) -> str:
+    """``layer4.0.attention.conv_h.weight`` -> ``layer4.0.attention``; otherwise the parameter's module."""
+    return key.split(".attention.")[0] + ".attention" if ".attention." in key else key.rsplit(".", 1)[0]
+
+
+def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file, read once in 1 MiB chunks."""
+    hashes = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashes.values():
+                h.update(chunk)
+    return {name: h.hexdigest() for name, h in hashes.items()}
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` (no code execution), with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise IncompatibleWeightsError(
+            f"cannot read {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); "
+            "is the download complete? Compare its checksum with the published one."
+        ) from err
+
+
+def check_state_dict(
+    module: nn.Module,
+    state_dict: StateDict,
+    *,
+    source: str,
+    allow_missing: Callable[[str], bool] = lambda key: False,
+    describe: Callable[[], str] | None = None,
+) -> list[str]:
+    """Raise one readable error listing every difference between ``state_dict`` and ``module``.
+
+    ``allow_missing(key)`` exempts model keys the file cannot have (e.g. attention modules that
+    ImageNet weights lack). Returns the exempted keys, which keep their initialisation. Works on
+    ``meta``-device modules, so a layout can be checked without allocating the model.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict and not allow_missing(k)]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = [f"{source} does not fit the model:"]
+        for title, keys in (
+            ("missing in the file", missing),
+            ("unexpected in the file", unexpected),
+            ("shape mismatches", mismatched),
+        ):
+            if keys:
+                shown = "\n    ".join(keys[:8]) + (f"\n    ... and {len(keys) - 8} more" if len(keys) > 8 else "")
+                parts.append(f"  {len(keys)} {title}:\n    {shown}")
+        if describe is not None:
+            parts.append(describe())
+        raise IncompatibleWeightsError("\n".join(parts))
+    return [k for k in expected if k not in state_dict]
+
+
+def load_state_dict_checked(
+    module: nn.Module,
+    state_dict: StateDict,
+    *,
+    source: str,
+    allow_missing: Callable[[str], bool] = lambda key: False,
+    describe: Callable[[], str] | None = None,
+) -> list[str]:
+    """Strict ``load_state_dict`` whose failure lists every difference in one readable message."""
+    kept = check_state_dict(module, state_dict, source=source, allow_missing=allow_missing, describe=describe)
+    module.load_state_dict(state_dict, strict=False)  # every key was checked above
+    return kept
+
+
+def load_backbone_weights(backbone: nn.Module, source: str) -> LoadReport:
+    """Initialise a ``ResNet`` from ImageNet weights: a local file or a torchvision weights name.
+
+    Accepted files: PyTorch-Encoding / torchvision ImageNet ResNets as published (the layout is
+    detected from the stem) and backbone files written by ``scripts/convert_checkpoint.py``.
+    Block-attention parameters keep their initialisation (ImageNet weights cannot have them) and
+    the ImageNet classifier is dropped; everything else must match exactly.
+    """
+    sha256 = None
+    if os.path.exists(source):
+        digests = file_digests(source, ("sha1", "sha256"))
+        sha256 = digests["sha256"]
+        known = KNOWN_WEIGHTS.get(Path(source).name)
+        if known is not None and digests["sha1"] != known.sha1:
+            raise IncompatibleWeightsError(
+                f"{source}: SHA-1 {digests['sha1']} differs from the published {known.sha1} of "
+                f"{Path(source).name} ({known.provenance}); the copy is corrupt or a different file"
+            )
+        obj = read_checkpoint(source, "backbone weights file")
+    elif "_Weights." in source:
+        obj = _torchvision_state_dict(source)
+    else:
+        raise FileNotFoundError(
+            f"model.backbone.pretrained: {source!r} is neither an existing file nor a torchvision weights "
+            "name such as 'ResNet50_Weights.IMAGENET1K_V1' (see docs/weights.md for where to get files)"
+        )
+
+    if isinstance(obj, dict) and isinstance(obj.get("backbone"), dict):  # our converted file
+        state_dict, dropped = obj["backbone"], []
+    else:
+        state_dict = unwrap_state_dict(obj)
+        fmt = "encoding-resnet" if detect_stem(state_dict) == "deep" else "torchvision-resnet"
+        state_dict, dropped = convert_imagenet_resnet(state_dict, fmt)
+
+    model_stem = "deep" if isinstance(backbone.conv1, nn.Sequential) else "standard"
+    file_stem = detect_stem(state_dict)
+    if file_stem != model_stem:
+        fix = (
+            "set model.backbone.deep_stem=false to use torchvision ResNets"
+            if file_stem == "standard"
+            else "set model.backbone.deep_stem=true for PyTorch-Encoding ResNets"
+        )
+        raise IncompatibleWeightsError(
+            f"{source} has the {file_stem} stem but the model has the {model_stem} stem: {fix}"
+        )
+
+    def describe() -> str:
+        file_layout = describe_layout(describe_resnet(state_dict))
+        return f"  file:  {file_layout}\n  model: {describe_layout(describe_resnet(backbone.state_dict()))}"
+
+    kept = load_state_dict_checked(
+        backbone, state_dict, source=source, allow_missing=lambda key: ".attention." in key, describe=describe
+    )
+    return LoadReport(source, sha256, loaded=list(state_dict), kept_init=kept, dropped=dropped)
+
+
+def _torchvision_state_dict(name: str) -> StateDict:
+    """Weights named like ``ResNet50_Weights.IMAGENET1K_V1``, via torchvision's cache / download."""
+    from torchvision.models import get_weight
+
+    try:
+        weights = get_weight(name)
+    except (ValueError, KeyError, AttributeError) as err:
+        raise ValueError(f"model.backbone.pretrained: unknown torchvision weights {name!r}: {err}") from err
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except OSError as err:  # URLError is an OSError: no internet
+        raise FileNotFoundError(
+            f"could not fetch torchvision weights {name} from {weights.url} ({err}). Without internet, download "
+            f"the file elsewhere and set model.backbone.pretrained to its local path, or put it in "
+            f"{torch.hub.get_dir()}/checkpoints/"
+        ) from err
+
+
+def load_model_weights(model: nn.Module, source: str | Path) -> LoadReport:
+    """Load a full-model checkpoint (ours, or converted by ``scripts/convert_checkpoint.py``), strictly."""
+    obj = read_checkpoint(source, "model checkpoint")
+    if isinstance(obj, dict) and "backbone" in obj and "model" not in obj:
+        raise IncompatibleWeightsError(
+            f"{source} holds backbone weights only; use it as model.backbone.pretrained, not as a model checkpoint"
+        )
+    state_dict = unwrap_state_dict(obj)
+
+    def describe() -> str:
+        saved = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
+        return f"  the checkpoint was written for: {saved}" if saved else "  (the checkpoint records no config)"
+
+    load_state_dict_checked(model, state_dict, source=str(source), describe=describe)
+    return LoadReport(str(source), file_digests(source)["sha256"], loaded=list(state_dict))
