@@ -1,0 +1,139 @@
+"""Time the model of a config: inference or training steps per second on random input.
+
+    python scripts/benchmark.py --config configs/cityscapes/spnet_r101.yaml --size 769 769 --mode inference
+    python scripts/benchmark.py --config configs/demo.yaml --size 256 512 --batch 4 --mode train --iters 5
+    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --device cuda --amp fp16 --channels-last
+
+Reports the median time per iteration after ``--warmup`` untimed iterations (the first ones pay
+for memory allocation and kernel selection), images per second, and peak GPU memory on CUDA.
+A training step is forward, cross-entropy on "out" + 0.4 x "aux", backward and an SGD step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_model  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def benchmark(
+    cfg,
+    *,
+    size: tuple[int, int],
+    batch: int = 1,
+    mode: str = "inference",
+    iters: int = 10,
+    warmup: int = 2,
+    device: str = "cpu",
+    amp: str = "none",
+    channels_last: bool = False,
+) -> dict:
+    if amp == "fp16" and device == "cpu":
+        raise ValueError("fp16 autocast is for CUDA; use --amp bf16 on the CPU")
+    model = build_model(cfg, load_pretrained=False).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(batch, 3, *size, device=device).to(memory_format=memory_format)
+    target = torch.randint(0, cfg.model.num_classes, (batch, *size), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
+    dtype = AMP_DTYPES[amp]
+
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            outputs = model(x)
+            if mode == "train":
+                loss = F.cross_entropy(outputs["out"], target)
+                if "aux" in outputs:
+                    loss = loss + 0.4 * F.cross_entropy(outputs["aux"], target)
+        if mode == "train":
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+
+    model.train(mode == "train")
+    times = []
+    with torch.set_grad_enabled(mode == "train"):
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(warmup + iters):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()  # kernels are asynchronous; time what actually ran
+            start = time.perf_counter()
+            step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    result = {
+        "mode": mode,
+        "size": list(size),
+        "batch": batch,
+        "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
+        "amp": amp,
+        "channels_last": channels_last,
+        "threads": torch.get_num_threads(),
+        "iters": iters,
+        "seconds_per_iter": median,
+        "images_per_second": batch / median,
+    }
+    if device.startswith("cuda"):
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--mode", choices=("inference", "train"), default="inference")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config, args.overrides)
+    r = benchmark(
+        cfg,
+        size=tuple(args.size),
+        batch=args.batch,
+        mode=args.mode,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+    )
+    if args.json:
+        print(json.dumps({"config": args.config, **r}, indent=2))
+        return
+    memory = f", peak memory {r['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in r else ""
+    print(
+        f"{args.config}: {r['mode']} {r['batch']}x3x{r['size'][0]}x{r['size'][1]} on {r['device']} "
+        f"({r['threads']} threads, amp {r['amp']}): {r['seconds_per_iter'] * 1000:.1f} ms/iter, "
+        f"{r['images_per_second']:.2f} img/s (median of {r['iters']}){memory}"
+    )
+
+
+if __name__ == "__main__":
+    main()

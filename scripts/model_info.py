@@ -1,0 +1,84 @@
+"""Parameter counts and FLOPs of the model a config describes.
+
+    python scripts/model_info.py --config configs/cityscapes/spnet_r101.yaml --size 769 769
+    python scripts/model_info.py --config configs/ade20k/spnet_r50.yaml --json model.head_args.num_mpm=1
+
+The model is built on the ``meta`` device (shapes without memory), so even R101 at 1024x2048 takes
+about a second. FLOPs are those ``torch.utils.flop_counter`` counts, convolutions and matrix
+products at 2 FLOPs per multiply-add; norms, activations, pooling and interpolation are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_model  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def count_flops(model: nn.Module, size: tuple[int, int], device: str | torch.device = "meta") -> int:
+    """FLOPs of one inference forward pass (eval mode) on a 1x3xHxW input."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, *size, device=device)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def model_info(cfg, size: tuple[int, int]) -> dict:
+    with torch.device("meta"):
+        model = build_model(cfg, load_pretrained=False)
+    parts = {name: count_parameters(getattr(model, name)) for name in ("backbone", "head", "aux_head")}
+    total = count_parameters(model)
+    assert total == sum(parts.values()), "the segmentor has parameters outside backbone/head/aux_head"
+    return {
+        "parameters": {"total": total, **parts, "inference": total - parts["aux_head"]},
+        "flops": count_flops(model, size),
+        "input_size": list(size),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config")
+    parser.add_argument(
+        "--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"), help="input size for FLOPs"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    args = parser.parse_args(argv)
+
+    info = model_info(load_config(args.config, args.overrides), tuple(args.size))
+    if args.json:
+        print(json.dumps({"config": args.config, **info}, indent=2))
+        return
+    p = info["parameters"]
+    print(f"{args.config}")
+    print(f"  parameters  total      {p['total']:>13,}")
+    print(f"              backbone   {p['backbone']:>13,}")
+    print(f"              head       {p['head']:>13,}")
+    print(f"              aux head   {p['aux_head']:>13,}   (training only)")
+    print(f"              inference  {p['inference']:>13,}   (total without the aux head)")
+    h, w = info["input_size"]
+    print(f"  FLOPs at {h}x{w}: {info['flops'] / 1e9:,.1f} G  ({info['flops'] / 2e9:,.1f} G multiply-adds)")
+
+
+if __name__ == "__main__":
+    main()
