@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny model configs, official checkpoint layouts, random state dicts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(ROOT))  # scripts and tests import the repository packages
+
+from utils.config import BackboneConfig, Config, ModelConfig  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_config(**backbone) -> Config:
+    """SPNet at a fraction of the width and depth: same structure, fast on CPU."""
+    defaults = dict(depth=50, stage_blocks=(1, 1, 2, 3), base_width=8)
+    defaults.update(backbone)
+    return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults)))
+
+
+def layout(name: str) -> dict[str, list[int]]:
+    """Key -> shape of a published checkpoint (copied from shared/reference)."""
+    return json.loads((DATA / f"{name}_state_dict.json").read_text())
+
+
+def random_state_dict(shapes: dict[str, list[int]], dtype=torch.float64, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Distinct random tensors with BN-like statistics, so any misplaced tensor changes the output."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            sd[key] = torch.rand(shape, generator=gen, dtype=dtype) + 0.5
+        elif len(shape) == 4:  # conv weight, He-scaled so activations stay O(1) through 100 layers
+            fan_in = shape[1] * shape[2] * shape[3]
+            sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * (1.0 / fan_in) ** 0.5
+        elif key.endswith("weight") and len(shape) == 1:  # norm scale
+            sd[key] = torch.rand(shape, generator=gen, dtype=dtype) * 0.5 + 0.5
+        else:  # biases, running means, classifier
+            sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * 0.1
+    return sd

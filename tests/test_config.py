@@ -1,0 +1,113 @@
+"""Config loading: every shipped file, inheritance, typed overrides and the promised error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models import build_model
+from utils.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_bases_merge_in_order_and_args_are_replaced_whole(tmp_path):
+    _write(tmp_path, "a.yaml", "model:\n  num_classes: 7\n  head_args: {num_mpm: 1, pool_sizes: [4, 2]}\n")
+    _write(tmp_path, "b.yaml", "model:\n  num_classes: 9\n  backbone: {depth: 101}\n")
+    child = _write(tmp_path, "c.yaml", "_base_: [a.yaml, b.yaml]\nmodel:\n  head: fcn\n  head_args: {}\n")
+    cfg = load_config(child)
+    assert cfg.model.num_classes == 9  # the later base wins
+    assert cfg.model.backbone.depth == 101 and cfg.model.backbone.output_stride == 8  # sections merge
+    assert cfg.model.head == "fcn" and cfg.model.head_args == {}  # *_args are replaced, not merged
+
+
+def test_overrides_are_typed(tmp_path):
+    cfg = load_config(
+        ROOT / "configs/cityscapes/spnet_r50.yaml",
+        [
+            "model.backbone.depth=101",
+            "model.backbone.multi_grid=[1, 1, 1]",
+            "model.backbone.deep_stem=false",
+            "model.backbone.attention=null",
+            "model.head_args.num_mpm=1",
+            "model.backbone.pretrained=pretrained/r101.pth",
+            "model.backbone.attention_placement=[[0], [], [], [0, 2]]",
+        ],
+    )
+    b = cfg.model.backbone
+    assert (b.depth, b.multi_grid, b.deep_stem, b.attention) == (101, (1, 1, 1), False, None)
+    assert cfg.model.head_args == {"num_mpm": 1, "pool_sizes": [20, 12]}
+    assert b.pretrained == "pretrained/r101.pth"
+    assert b.attention_placement == ((0,), (), (), (0, 2))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.backbone.depht=101", "unknown key 'model.backbone.depht'; did you mean 'depth'?"),
+        ("model.num_clases=3", "unknown key 'model.num_clases'; did you mean 'num_classes'?"),
+        ("modle.num_classes=3", "unknown key 'modle'; did you mean 'model'?"),
+        ("model.backbone.depth=fifty", "model.backbone.depth = 'fifty' must be an integer"),
+        ("model.backbone.depth=true", "model.backbone.depth = True must be an integer"),
+        ("model.backbone.output_stride=4", "model.backbone.output_stride = 4 must be one of [8, 16, 32]"),
+        ("model.norm=gm", "model.norm = 'gm' must be one of ['bn', 'gn']; did you mean 'gn'?"),
+        ("model.backbone.multi_grid=4", "model.backbone.multi_grid = 4 must be a list of integers or null"),
+        ("model.backbone", "must look like key.sub=value"),
+    ],
+)
+def test_override_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", [override])
+    assert message in str(err.value)
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    path = _write(tmp_path, "typo.yaml", "model:\n  backbone:\n    atention: strip\n")
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml: unknown key 'model.backbone.atention'; did you mean 'attention'\?"
+    ):
+        load_config(path)
+
+
+def test_missing_base_names_both_files(tmp_path):
+    path = _write(tmp_path, "child.yaml", "_base_: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*nowhere.yaml \(named in _base_ of .*child.yaml\)"):
+        load_config(path)
+
+
+def test_base_cycle_and_missing_file(tmp_path):
+    _write(tmp_path, "a.yaml", "_base_: b.yaml\n")
+    _write(tmp_path, "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="_base_ cycle"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_unknown_names_and_arguments_fail_at_build_with_suggestions():
+    path = ROOT / "configs/cityscapes/spnet_r50.yaml"
+    with pytest.raises(ValueError, match=r"model.head: unknown name 'spent'; did you mean 'spnet'\?"):
+        build_model(load_config(path, ["model.head=spent"]))
+    with pytest.raises(ValueError, match=r"model.backbone.attention: unknown name 'stirp'; did you mean 'strip'\?"):
+        build_model(load_config(path, ["model.backbone.attention=stirp"]))
+    with pytest.raises(
+        ValueError, match=r"model.head_args: SPNetHead has no argument 'num_mpms'; did you mean 'num_mpm'\?"
+    ):
+        build_model(load_config(path, ["model.head_args.num_mpms=1"]))

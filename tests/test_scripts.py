@@ -1,0 +1,153 @@
+"""The user-facing scripts: model_info, convert_checkpoint and benchmark, run as users run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from conftest import layout, random_state_dict
+from official_reference import official_spnet
+
+from models import build_model
+from models.backbones import ResNet
+from models.weights import IncompatibleWeightsError, load_model_weights
+from utils.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchmark  # noqa: E402
+import convert_checkpoint  # noqa: E402
+import model_info  # noqa: E402
+
+PAPER_TABLE = {  # config -> (total, backbone, head, aux) from shared/reference/official_spnet.md
+    "cityscapes/spnet_r50.yaml": (47_737_254, 29_748_864, 15_623_699, 2_364_691),
+    "cityscapes/spnet_r101.yaml": (66_729_382, 48_740_992, 15_623_699, 2_364_691),
+    "ade20k/spnet_r50.yaml": (47_838_124, 29_748_864, 15_690_902, 2_398_358),
+    "ade20k/spnet_r101.yaml": (66_830_252, 48_740_992, 15_690_902, 2_398_358),
+    "ade20k/ablations/r50_base_fcn.yaml": (33_146_966 + 2_398_358, 23_631_808, 9_515_158, 2_398_358),
+    "ade20k/ablations/r50_mpm1.yaml": (34_925_142 + 2_398_358, 23_631_808, 11_293_334, 2_398_358),
+    "ade20k/ablations/r50_mpm2.yaml": (39_322_710 + 2_398_358, 23_631_808, 15_690_902, 2_398_358),
+    "ade20k/ablations/r50_spm_only.yaml": (39_264_022 + 2_398_358, 29_748_864, 9_515_158, 2_398_358),
+    "ade20k/ablations/r50_spnet.yaml": (45_439_766 + 2_398_358, 29_748_864, 15_690_902, 2_398_358),
+}
+
+
+def test_model_info_cli_json():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/model_info.py",
+            "--config",
+            "configs/cityscapes/spnet_r101.yaml",
+            "--size",
+            "769",
+            "769",
+            "--json",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    info = json.loads(out)
+    p = info["parameters"]
+    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE["cityscapes/spnet_r101.yaml"]
+    assert p["inference"] == 64_364_691 and info["input_size"] == [769, 769]
+    assert info["flops"] > 1e12  # ~1 TFLOP at 769x769 for dilated R101
+
+
+@pytest.mark.parametrize("path", sorted(PAPER_TABLE))
+def test_model_info_on_shipped_configs(path):
+    p = model_info.model_info(load_config(ROOT / "configs" / path), (65, 65))["parameters"]
+    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE[path]
+
+
+def test_flop_count_matches_the_conv_formula():
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+    # 2 FLOPs per multiply-add: 2 * Cout * Cin * k * k * H * W
+    assert model_info.count_flops(conv, (13, 17), device="cpu") == 2 * 16 * 3 * 9 * 13 * 17
+
+
+def test_convert_official_checkpoint_end_to_end(tmp_path, capsys):
+    official = random_state_dict(layout("official_spnet_r50_19cls"), dtype=torch.float32, seed=3)
+    torch.save({"epoch": 180, "state_dict": {"module." + k: v for k, v in official.items()}}, tmp_path / "official.pth")
+    convert_checkpoint.main(
+        [
+            "--format",
+            "official-spnet",
+            "--input",
+            str(tmp_path / "official.pth"),
+            "--output",
+            str(tmp_path / "ours.pth"),
+            "--config",
+            str(ROOT / "configs/cityscapes/spnet_r50.yaml"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "matches: configs/cityscapes/spnet_r50.yaml" in printed and "fits" in printed
+
+    model = build_model(load_config(ROOT / "configs/cityscapes/spnet_r50.yaml")).eval()
+    report = load_model_weights(model, tmp_path / "ours.pth")
+    assert len(report.loaded) == len(official)
+    saved = torch.load(tmp_path / "ours.pth", weights_only=True)
+    assert saved["meta"]["format"] == "official-spnet" and len(saved["meta"]["source_sha256"]) == 64
+    assert saved["config"]["model"]["backbone"]["depth"] == 50
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["out"], official_spnet(official, x)[0], rtol=1e-4, atol=1e-4)
+
+    other = build_model(load_config(ROOT / "configs/cityscapes/spnet_r101.yaml"), load_pretrained=False)
+    with pytest.raises(IncompatibleWeightsError, match="(?s)missing in the file:.*layer3.6"):
+        load_model_weights(other, tmp_path / "ours.pth")
+
+
+def test_convert_encoding_backbone_and_use_it_as_init(tmp_path):
+    source = ResNet(50, stage_blocks=(1, 1, 2, 3), base_width=8).state_dict()
+    source["fc.weight"], source["fc.bias"] = torch.randn(1000, 256), torch.randn(1000)
+    torch.save(source, tmp_path / "enc.pth")
+    convert_checkpoint.main(
+        ["--format", "encoding-resnet", "--input", str(tmp_path / "enc.pth"), "--output", str(tmp_path / "bb.pth")]
+    )
+    saved = torch.load(tmp_path / "bb.pth", weights_only=True)
+    assert "fc.weight" not in saved["backbone"] and saved["meta"]["dropped"] == ["fc.bias", "fc.weight"]
+
+    cfg = load_config(
+        ROOT / "configs/cityscapes/spnet_r50.yaml",
+        [
+            "model.backbone.stage_blocks=[1, 1, 2, 3]",
+            "model.backbone.base_width=8",
+            f"model.backbone.pretrained={tmp_path / 'bb.pth'}",
+        ],
+    )
+    model = build_model(cfg)
+    assert torch.equal(model.backbone.layer4[2].conv2.weight, source["layer4.2.conv2.weight"])
+    with pytest.raises(IncompatibleWeightsError, match="backbone weights only"):
+        load_model_weights(model, tmp_path / "bb.pth")
+
+
+def test_convert_rejects_the_wrong_format(tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "tv18.pth")
+    with pytest.raises(SystemExit, match="the standard stem, which is the 'torchvision-resnet' format"):
+        convert_checkpoint.main(
+            ["--format", "encoding-resnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "o.pth")]
+        )
+    convert_checkpoint.main(
+        ["--format", "torchvision-resnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "o.pth")]
+    )
+    assert torch.load(tmp_path / "o.pth", weights_only=True)["meta"]["format"] == "torchvision-resnet"
+    with pytest.raises(SystemExit, match="not part of the official SPNet layout"):
+        convert_checkpoint.main(
+            ["--format", "official-spnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "p.pth")]
+        )
+
+
+def test_benchmark_runs_a_training_step():
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    result = benchmark.benchmark(cfg, size=(64, 96), batch=2, mode="train", iters=2, warmup=1)
+    assert result["images_per_second"] > 0 and result["seconds_per_iter"] > 0 and result["batch"] == 2
