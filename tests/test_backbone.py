@@ -114,3 +114,15 @@ def test_official_initialisation():
     w = r.layer4[0].conv2.weight  # He normal, fan_out = 128 * 9
     assert abs(w.std().item() - (2 / (128 * 9)) ** 0.5) < 0.1 * (2 / (128 * 9)) ** 0.5
     assert torch.equal(r.layer4[0].bn3.weight, torch.ones(512)) and torch.equal(r.bn1.bias, torch.zeros(32))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_every_depth_builds_with_the_declared_outputs(depth):
+    """Full-size models on the meta device: shapes propagate without memory or compute."""
+    with torch.device("meta"):
+        blocks = 2 if depth == 18 else 3
+        backbone = ResNet(depth, multi_grid=[1, 2, 4][:blocks], attention=StripPooling)
+        features = backbone(torch.empty(1, 3, 65, 97))
+    assert [f.shape[1] for f in features] == list(backbone.out_channels)
+    assert all(f.shape[-2:] == (9, 13) for f in features[1:])  # output stride 8
+    assert len(backbone.blocks()) == sum(backbone.stage_blocks)

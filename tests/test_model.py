@@ -83,3 +83,12 @@ def test_cuda_fp16_autocast():
     model = build_model(tiny_config()).cuda().eval()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
         assert model(torch.randn(2, 3, 97, 129, device="cuda"))["out"].shape == (2, 5, 97, 129)
+
+
+def test_sync_batchnorm_conversion_reaches_every_norm():
+    """Multi-GPU training converts BatchNorm to SyncBatchNorm; no BN may hide from the conversion."""
+    model = build_model(tiny_config())
+    num_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules()) == num_bn > 0
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
