@@ -13,10 +13,11 @@ from typing import Any
 
 from torch import nn
 
+from utils.registry import construct, lookup
+
 from .backbones import ResNet
 from .heads import HEADS
 from .modules import BLOCK_ATTENTION, CONTEXT_MODULES
-from .registry import construct, lookup
 from .segmentor import SegmentationModel
 from .weights import load_backbone_weights
 

@@ -1,1 +1,2 @@
-"""Utilities, one concept per module: ``config`` (YAML -> typed config), ``checkpoint`` (atomic saves)."""
+"""Utilities, one concept per module: ``config`` (YAML -> typed config), ``checkpoint`` (atomic saves),
+``registry`` (name lookup and argument checks for the name -> class tables)."""
