@@ -59,8 +59,35 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (``datasets.transforms.train_transforms``); defaults: official Cityscapes recipe."""
+
+    crop_size: tuple[int, int] = (768, 768)  # (H, W); smaller images are padded (mean colour / ignore)
+    scale_range: tuple[float, float] = (0.5, 1.75)  # factor of each image's own size
+    rotate_range: tuple[float, float] = (-1.0, 1.0)  # degrees; [0, 0] disables
+    blur_prob: float = 0.5  # 5x5 Gaussian blur
+    flip_prob: float = 0.5  # horizontal flip
+    photometric: bool = False  # brightness / contrast / saturation / hue jitter
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and input pipeline; ``root`` is the dataset folder as it downloads."""
+
+    dataset: str = "cityscapes"  # key of datasets.DATASETS: cityscapes | ade20k | folder
+    root: str = "data/cityscapes"
+    dataset_args: dict[str, Any] = field(default_factory=dict)  # e.g. label_type, classes, allow_unpaired
+    train_split: str = "train"  # several with "+", e.g. train+train_extra (Cityscapes coarse)
+    val_split: str = "val"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB in [0, 1]
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
