@@ -1,1 +1,72 @@
-"""Datasets (Cityscapes, ADE20K, folders of images and masks) arrive with the data issue."""
+"""Datasets: ``build_dataset(cfg, split)`` turns the ``data`` section of a config into a dataset.
+
+``DATASETS`` is the plain name -> class table ``data.dataset`` picks from. Every dataset returns
+``{"image", "mask", "name"}`` samples with masks in train ids (255 = ignore), and carries its
+``classes`` and ``palette``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import ConcatDataset, Dataset
+
+from utils.registry import construct, lookup
+
+from .ade20k import ADE20K
+from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
+from .cityscapes import Cityscapes
+from .folder import FolderDataset
+from .transforms import eval_transforms, train_transforms
+
+DATASETS = {
+    "ade20k": ADE20K,
+    "cityscapes": Cityscapes,
+    "folder": FolderDataset,
+}
+
+__all__ = [
+    "ADE20K",
+    "DATASETS",
+    "IGNORE_INDEX",
+    "Cityscapes",
+    "DatasetError",
+    "FolderDataset",
+    "SegmentationDataset",
+    "build_dataset",
+]
+
+
+def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset:
+    """The dataset of ``split`` (several joined by "+") with training or evaluation transforms.
+
+    ``train`` defaults to ``split == cfg.data.train_split``. The number of classes must equal
+    ``cfg.model.num_classes``: a model built for another label space is the silent failure this
+    check prevents.
+    """
+    data = cfg.data
+    train = split == data.train_split if train is None else train
+    if train:
+        transforms = train_transforms(**vars(data.augment), mean=data.mean, std=data.std)
+    else:
+        transforms = eval_transforms(mean=data.mean, std=data.std)
+    cls = lookup(DATASETS, data.dataset, "data.dataset")
+    parts = [
+        construct(cls, "data.dataset_args", data.root, name, transforms=transforms, **data.dataset_args)
+        for name in split.split("+")
+    ]
+    dataset = parts[0] if len(parts) == 1 else _Concat(parts)
+    if len(dataset.classes) != cfg.model.num_classes:
+        raise DatasetError(
+            f"data: {data.dataset} at {data.root} has {len(dataset.classes)} classes but model.num_classes is "
+            f"{cfg.model.num_classes}; set model.num_classes={len(dataset.classes)}"
+        )
+    return dataset
+
+
+class _Concat(ConcatDataset):
+    """Several splits of one dataset, keeping its ``classes`` and ``palette``."""
+
+    def __init__(self, parts: list[SegmentationDataset]) -> None:
+        super().__init__(parts)
+        self.classes, self.palette = parts[0].classes, parts[0].palette

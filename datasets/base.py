@@ -1,0 +1,166 @@
+"""What every dataset shares: pairing images with masks, decoding, label mapping and validation.
+
+A dataset is a list of (image path, mask path) pairs plus a 256-entry lookup table from the values
+stored in the mask files to train ids (255 = ignore). Reading a sample checks what silently ruins
+training in this field: unreadable files, image/mask size mismatches and mask values that are
+neither a class nor ignore (the classic wrong-label-space failure) all raise an error naming the
+file and the fix. Nothing is skipped unless the user asks (``allow_unpaired``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+IGNORE_INDEX = 255
+logger = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """The data on disk would train wrongly; the message names the file(s) and the fix."""
+
+
+def require_dir(path: Path, layout: str) -> Path:
+    """``path`` if it is a directory, else an error that shows the expected layout."""
+    if not path.is_dir():
+        raise DatasetError(f"folder not found: {path}\nExpected layout:\n{layout}\nSet data.root=/path/to/the/root.")
+    return path
+
+
+def pair_files(
+    images: dict[str, Path],
+    masks: dict[str, Path],
+    *,
+    what: str,
+    allow_unpaired: bool,
+) -> list[tuple[Path, Path]]:
+    """Pair images and masks by key; unpaired files are an error unless ``allow_unpaired``."""
+    no_mask = sorted(k for k in images if k not in masks)
+    no_image = sorted(k for k in masks if k not in images)
+    problems = []
+    for keys, files, text in ((no_mask, images, "images without a mask"), (no_image, masks, "masks without an image")):
+        if keys:
+            shown = "\n  ".join(str(files[k]) for k in keys[:5])
+            problems.append(f"{len(keys)} {text}, e.g.\n  {shown}")
+    if problems:
+        message = f"{what}: " + "\n".join(problems)
+        if not allow_unpaired:
+            raise DatasetError(message + "\nFix the files, or set allow_unpaired: true to leave them out.")
+        logger.warning("%s\n(left out because allow_unpaired is set)", message)
+    return [(images[k], masks[k]) for k in sorted(images) if k in masks]
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB.
+
+    Decoded with Pillow: torchvision.io's decoders are deprecated since torchvision 0.29 (in
+    favour of TorchCodec, one more dependency). Measured on 1024x2048 PNGs: 65 ms vs 60 ms.
+    """
+    try:
+        with Image.open(path) as image:
+            array = np.array(image.convert("RGB") if image.mode != "RGB" else image)
+    except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for corrupt or truncated files
+        raise DatasetError(f"cannot decode image {path}: {err}. Re-download or remove the file.") from err
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def read_mask(path: Path) -> torch.Tensor:
+    """(H, W) uint8 label values, as stored: palette PNGs give their indices, not their colours."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.array(image.convert("L") if mode == "1" else image)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DatasetError(f"cannot decode mask {path}: {err}. Re-download or remove the file.") from err
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise DatasetError(
+            f"mask {path} is a {mode} image; masks must be single-channel 8-bit images of class ids "
+            "(mode L or P), not colour-coded RGB or 16-bit"
+        )
+    return torch.from_numpy(array)
+
+
+def describe_values(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} values)" if len(values) > 10 else "")
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs whose mask values map to train ids through ``lookup``.
+
+    ``lookup`` is a 256-entry table: the train id (0..num_classes-1 or 255) of each value a mask file
+    may hold, and -1 for values that must never appear. Returns ``{"image", "mask", "name"}``:
+    the image after ``transforms`` (by default a uint8 ``tv_tensors.Image``), the mask as a uint8
+    ``tv_tensors.Mask`` of train ids with 255 for ignore, and the sample's name.
+    """
+
+    classes: tuple[str, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] = ()
+    label_help = "expected the dataset's class ids and 255 for ignore"
+
+    def __init__(
+        self,
+        samples: list[tuple[Path, Path | None]],
+        lookup: torch.Tensor,
+        *,
+        transforms: Callable[..., Any] | None = None,
+    ) -> None:
+        if lookup.shape != (256,):
+            raise ValueError("lookup must have 256 entries, one per uint8 value")
+        self.samples = samples
+        self.lookup = lookup
+        self.transforms = transforms
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        return self.samples[index][0].stem
+
+    def load_mask(self, index: int) -> torch.Tensor:
+        """The mask of sample ``index`` in train ids, validated, without transforms."""
+        path = self.samples[index][1]
+        raw = read_mask(path)
+        mapped = self.lookup[raw.long()]
+        if (mapped < 0).any():
+            bad = torch.unique(raw[mapped < 0]).tolist()
+            raise DatasetError(f"{path}: label value(s) {describe_values(bad)} are invalid here ({self.label_help})")
+        return mapped.to(torch.uint8)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_path, mask_path = self.samples[index]
+        image = tv_tensors.Image(read_image(image_path))
+        sample: dict[str, Any] = {"image": image, "name": self.name(index)}
+        if mask_path is not None:
+            mask = self.load_mask(index)
+            if mask.shape != image.shape[-2:]:
+                raise DatasetError(
+                    f"{mask_path}: mask size {tuple(mask.shape)} differs from image size "
+                    f"{tuple(image.shape[-2:])} of {image_path}"
+                )
+            sample["mask"] = tv_tensors.Mask(mask)
+        if self.transforms is not None:
+            if "mask" in sample:
+                sample["image"], sample["mask"] = self.transforms(sample["image"], sample["mask"])
+            else:
+                sample["image"] = self.transforms(sample["image"])
+        return sample
+
+
+def make_lookup(mapping: dict[int, int]) -> torch.Tensor:
+    """256-entry int16 table from {stored value: train id}; every other value is invalid (-1)."""
+    table = torch.full((256,), -1, dtype=torch.int16)
+    for value, train_id in mapping.items():
+        table[value] = train_id
+    return table
