@@ -50,3 +50,31 @@ def random_state_dict(shapes: dict[str, list[int]], dtype=torch.float64, seed: i
         else:  # biases, running means, classifier
             sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * 0.1
     return sd
+
+
+@pytest.fixture(scope="session")
+def synthetic_cityscapes(tmp_path_factory) -> Path:
+    """A small Cityscapes tree written by the generator (read-only: copy it before changing it)."""
+    from datasets.synthetic import write_cityscapes
+
+    root = tmp_path_factory.mktemp("cityscapes")
+    write_cityscapes(root, {"train": 6, "val": 3, "test": 2}, (64, 128), seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_ade20k(tmp_path_factory) -> Path:
+    from datasets.synthetic import write_ade20k
+
+    root = tmp_path_factory.mktemp("ade")
+    write_ade20k(root, {"train": 4, "val": 3}, (64, 96), seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    from datasets.synthetic import write_folder
+
+    root = tmp_path_factory.mktemp("folder")
+    write_folder(root, {"train": 4, "val": 2}, (48, 64), seed=0)
+    return root

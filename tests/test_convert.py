@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import layout, random_state_dict
-from official_reference import official_backbone, official_spnet
 
+from conftest import layout, random_state_dict
 from models import build_model
 from models.convert import convert_official_spnet, unwrap_state_dict
 from models.weights import load_state_dict_checked
+from official_reference import official_backbone, official_spnet
 from utils.config import config_from_dict, config_to_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
 
+from conftest import tiny_config
 from models import build_model
 
 

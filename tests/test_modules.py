@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from official_reference import _mpm
 
 from models.modules import BLOCK_ATTENTION, CONTEXT_MODULES, MixedPooling, StripPooling
+from official_reference import _mpm
 
 
 @pytest.mark.parametrize("name", sorted(BLOCK_ATTENTION))

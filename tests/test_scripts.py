@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import layout, random_state_dict
-from official_reference import official_spnet
 
+from conftest import layout, random_state_dict
 from models import build_model
 from models.backbones import ResNet
 from models.weights import IncompatibleWeightsError, load_model_weights
+from official_reference import official_spnet
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,13 +7,13 @@ import hashlib
 import pytest
 import torch
 import torchvision
-from conftest import layout, random_state_dict
-from official_reference import official_backbone
 
+from conftest import layout, random_state_dict
 from models import build_backbone, build_norm_layer
 from models.backbones import ResNet
 from models.modules import StripPooling
 from models.weights import IncompatibleWeightsError, load_backbone_weights
+from official_reference import official_backbone
 from utils.config import BackboneConfig
 
 
