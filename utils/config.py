@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -85,9 +86,62 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class OptimConfig:
+    """SGD + poly schedule (``utils/optim.py``); defaults: official Cityscapes recipe (batch 8)."""
+
+    lr: float = 0.005  # backbone LR; official: 0.005 Cityscapes (batch 8), 0.01 ADE20K (batch 16)
+    head_lr_mult: float = 10.0  # SP head and aux head train at lr * head_lr_mult
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    power: float = 0.9  # poly decay (1 - it / max_iters) ** power, every iteration
+    warmup_iters: int = 0  # linear warmup (the official recipe has none)
+    warmup_ratio: float = 0.1  # warmup starts at warmup_ratio * lr
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``utils/losses.py``: cross-entropy with ignore (255), or OHEM, plus the weighted aux loss."""
+
+    type: Literal["ce", "ohem"] = "ce"
+    aux_weight: float = 0.4
+    ohem_thresh: float = 0.7  # OHEM: keep pixels whose true-class probability is below this ...
+    ohem_min_kept: int = 100_000  # ... and at least this many hardest pixels per micro-batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop of ``train.py``. Schedules are in iterations; one iteration = one global batch."""
+
+    max_iters: int = 40_000
+    epochs: float | None = None  # if set: max_iters = ceil(epochs * train images / batch_size)
+    batch_size: int = 8  # global, over all processes and accumulation steps
+    per_device_batch: int | None = None  # images per forward pass; null: batch_size / processes
+    work_dir: str | None = None  # null: work_dirs/<config path under configs/ without .yaml>
+    load_from: str | None = None  # start from these full-model weights (e.g. a converted official SPNet)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = 4  # DataLoader workers per process
+    seed: int = 0
+    deterministic: bool = False  # deterministic algorithms (slower on GPU); exact resume needs it on GPU
+    amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 (CUDA, with gradient scaling) or bf16 autocast
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when training on several GPUs
+    log_interval: int = 20
+    checkpoint_interval: int = 2000  # also at the end and on SIGTERM / SIGINT
+    keep_checkpoints: int = 3  # newest iter_*.pth kept (last.pth and best.pth always)
+    eval_interval: int = 4000  # validation every N iterations (and at the end); 0: only at the end
+    eval_max_images: int | None = None  # validate on the first N validation images only
+    eval_pictures: int = 4  # validation images drawn to TensorBoard and val_predictions.png
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -238,6 +292,8 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-4 without a dot as a string
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -247,6 +303,9 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     else:  # pragma: no cover - a schema annotation this function does not know
         raise TypeError(f"unsupported config annotation {tp!r} for {path}")
     raise ConfigError(f"{source}: {path} = {value!r} must be {_type_name(tp)}")
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any, plural: bool = False) -> str:
