@@ -195,9 +195,16 @@ def load_backbone_weights(backbone: nn.Module, source: str) -> LoadReport:
     elif "_Weights." in source:
         obj = _torchvision_state_dict(source)
     else:
+        known = KNOWN_WEIGHTS.get(Path(source).name)
+        hint = (
+            f" It is {known.provenance} (SHA-1 {known.sha1}): docs/weights.md says where to download it."
+            if known
+            else ""
+        )
         raise FileNotFoundError(
             f"model.backbone.pretrained: {source!r} is neither an existing file nor a torchvision weights "
-            "name such as 'ResNet50_Weights.IMAGENET1K_V1' (see docs/weights.md for where to get files)"
+            f"name such as 'ResNet50_Weights.IMAGENET1K_V1'.{hint} To train from scratch set "
+            "model.backbone.pretrained=null."
         )
 
     if isinstance(obj, dict) and isinstance(obj.get("backbone"), dict):  # our converted file
