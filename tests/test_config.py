@@ -111,3 +111,12 @@ def test_unknown_names_and_arguments_fail_at_build_with_suggestions():
         ValueError, match=r"model.head_args: SPNetHead has no argument 'num_mpms'; did you mean 'num_mpm'\?"
     ):
         build_model(load_config(path, ["model.head_args.num_mpms=1"]))
+
+
+def test_exponent_floats_without_a_dot(tmp_path):
+    """PyYAML reads 1e-4 as a string (YAML 1.1); float keys accept it anyway."""
+    path = _write(tmp_path, "c.yaml", "optim:\n  weight_decay: 1e-4\n")
+    cfg = load_config(path, ["optim.lr=2e-3"])
+    assert cfg.optim.weight_decay == 1e-4 and cfg.optim.lr == 2e-3
+    with pytest.raises(ConfigError, match="train.max_iters = '1e3' must be an integer"):
+        load_config(path, ["train.max_iters=1e3"])

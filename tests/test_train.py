@@ -1,0 +1,216 @@
+"""train.py end to end on the synthetic dataset (CPU): learning, exact resume, SIGTERM, DDP, failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = [  # a small SPNet (same structure) on 64x128 synthetic images
+    "model.backbone.depth=50",
+    "model.backbone.stage_blocks=[1, 1, 1, 2]",
+    "model.backbone.base_width=8",
+    "model.backbone.multi_grid=[1, 2]",
+    "data.augment.crop_size=[64, 128]",
+    "data.augment.scale_range=[0.75, 1.25]",
+    "train.batch_size=4",
+    "train.num_workers=0",
+    "train.log_interval=1",
+    "train.eval_max_images=2",
+    "train.eval_pictures=2",
+    "train.deterministic=true",
+    "optim.lr=0.01",
+]
+
+
+def _run(root: Path, work_dir: Path, *extra: str) -> int:
+    return train.main(
+        ["--config", str(ROOT / "configs/demo.yaml"), f"data.root={root}", f"train.work_dir={work_dir}", *TINY, *extra]
+    )
+
+
+def _losses(work_dir: Path) -> list[float]:
+    return [float(m) for m in re.findall(r"iter \d+/\d+ loss ([\d.]+)", (work_dir / "train.log").read_text())]
+
+
+def test_short_run_learns_and_writes_its_outputs(synthetic_cityscapes, tmp_path):
+    work_dir = tmp_path / "run"
+    args = ["train.max_iters=60", "train.checkpoint_interval=30", "train.eval_interval=30"]
+    assert _run(synthetic_cityscapes, work_dir, *args) == 0
+    losses = _losses(work_dir)
+    assert len(losses) == 60
+    # measured: 3.1 -> 1.3 (chance level: ln 19 = 2.94 for the main output, plus 0.4 x the aux loss)
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    state = torch.load(work_dir / "last.pth", weights_only=True)
+    assert state["iter"] == 60 and (work_dir / "iter_0000030.pth").is_file() and (work_dir / "best.pth").is_file()
+    assert any((work_dir / "tb").glob("events.out.tfevents.*"))
+    assert (work_dir / "val_predictions.png").is_file() and (work_dir / "val_metrics.json").is_file()
+    from utils.config import load_config
+
+    assert load_config(work_dir / "config.yaml").train.max_iters == 60  # the resolved config is saved
+
+
+def test_resume_is_exact(synthetic_cityscapes, tmp_path):
+    """6 iterations in one go == 3 iterations, stop (resume from the iteration-3 checkpoint), 3 more.
+
+    With dropout, random augmentation, BatchNorm statistics and 2 loader workers in play.
+    """
+    common = ["train.max_iters=6", "train.checkpoint_interval=3", "train.eval_interval=0", "train.num_workers=2"]
+    assert _run(synthetic_cityscapes, tmp_path / "full", *common) == 0
+    assert (
+        train.main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--resume",
+                str(tmp_path / "full" / "iter_0000003.pth"),
+                f"data.root={synthetic_cityscapes}",
+                f"train.work_dir={tmp_path / 'resumed'}",
+                *TINY,
+                *common,
+            ]
+        )
+        == 0
+    )
+    full = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)
+    assert resumed["iter"] == full["iter"] == 6
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    momentum = [s["momentum_buffer"] for s in full["optimizer"]["state"].values()]
+    resumed_momentum = [s["momentum_buffer"] for s in resumed["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, resumed_momentum))
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")[3:]
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(synthetic_cityscapes, tmp_path):
+    work_dir = tmp_path / "preempted"
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        f"data.root={synthetic_cityscapes}",
+        f"train.work_dir={work_dir}",
+        *TINY,
+        "train.max_iters=100000",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_losses(work_dir) if (work_dir / "train.log").exists() else []) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM  # "preempted", for job scripts to requeue
+    state = torch.load(work_dir / "last.pth", weights_only=True)
+    done = state["iter"]
+    assert 2 <= done < 100000 and "stop requested" in (work_dir / "train.log").read_text()
+    assert _run(synthetic_cityscapes, work_dir, f"train.max_iters={done + 2}", "--resume", "auto") == 0
+    assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == done + 2
+    assert f"resumed from {work_dir / 'last.pth'} at iteration {done}" in (work_dir / "train.log").read_text()
+
+
+GN = [
+    "model.norm=gn",
+    "model.norm_groups=4",
+    "model.head_args.dropout=0.0",
+    "model.aux_head_args={dropout: 0.0}",
+    "train.max_iters=4",
+    "train.eval_interval=0",
+    "train.checkpoint_interval=100",
+]
+
+
+def test_ddp_two_processes_match_one_process(synthetic_cityscapes, tmp_path):
+    """2 processes x 2 images (gloo, torchrun) == 1 process x 4 images == 1 process x 2 images x 2 accumulation."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        f"data.root={synthetic_cityscapes}",
+        f"train.work_dir={tmp_path / 'ddp'}",
+        *TINY,
+        *GN,
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 process(es)" in (tmp_path / "ddp" / "train.log").read_text()
+    assert _run(synthetic_cityscapes, tmp_path / "single", *GN) == 0
+    assert _run(synthetic_cityscapes, tmp_path / "accum", *GN, "train.per_device_batch=2") == 0
+    ddp = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)["model"]
+    for other in ("single", "accum"):
+        weights = torch.load(tmp_path / other / "last.pth", weights_only=True)["model"]
+        for key, value in ddp.items():
+            torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-5, msg=f"{other}: {key}")
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_cityscapes, tmp_path):
+    work_dir = tmp_path / "diverged"
+    code = _run(
+        synthetic_cityscapes,
+        work_dir,
+        "optim.lr=1e12",
+        "train.max_iters=50",
+        "train.checkpoint_interval=1",
+        "train.eval_interval=0",
+    )
+    assert code == 1
+    log = (work_dir / "train.log").read_text()
+    failed = int(re.search(r"non-finite loss \S+ at iteration (\d+)", log).group(1))
+    state = torch.load(work_dir / "last.pth", weights_only=True)
+    assert state["iter"] == failed - 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_batch_plan_and_bad_resume(tmp_path):
+    assert train.plan_batches(8, 4, None) == (2, 1)
+    assert train.plan_batches(8, 1, 2) == (2, 4)
+    with pytest.raises(ValueError, match="cannot be split into 3 processes"):
+        train.plan_batches(8, 3, None)
+    torch.save({"model": {}}, tmp_path / "weights.pth")
+    from utils.checkpoint import read_training_checkpoint
+
+    with pytest.raises(ValueError, match="is not a training checkpoint .* use train.load_from="):
+        read_training_checkpoint(tmp_path / "weights.pth")
+
+
+def test_work_dir_follows_the_config_path():
+    from utils.config import load_config
+
+    cfg = load_config(ROOT / "configs/ade20k/ablations/r50_mpm1.yaml")
+    assert train.work_dir_of(cfg, str(ROOT / "configs/ade20k/ablations/r50_mpm1.yaml")) == Path(
+        "work_dirs/ade20k/ablations/r50_mpm1"
+    )
+
+
+def test_slurm_script_builds_a_multi_node_torchrun(tmp_path):
+    fake = tmp_path / "scontrol"
+    fake.write_text("#!/bin/sh\nprintf 'gpu-node-07\\ngpu-node-08\\n'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "DRY_RUN": "1", "SLURM_JOB_ID": "123456",
+           "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu-node-[07-08]", "SLURM_GPUS_ON_NODE": "4"}  # fmt: skip
+    command = subprocess.run(
+        ["bash", str(ROOT / "scripts/slurm_train.sh"), "configs/cityscapes/spnet_r101.yaml", "train.amp=fp16"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "torchrun --nnodes=2 --nproc_per_node=4 --rdzv-id=123456 --rdzv-backend=c10d" in command
+    assert "--rdzv-endpoint=gpu-node-07:23456" in command  # 20000 + job id % 20000: no fixed port
+    assert command.strip().endswith("train.py --config configs/cityscapes/spnet_r101.yaml --resume auto train.amp=fp16")
