@@ -77,7 +77,8 @@ def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
     """
     cfg = getattr(cfg, "model", cfg)
     norm_layer = build_norm_layer(cfg.norm, cfg.norm_groups)
-    backbone = build_backbone(cfg.backbone, norm_layer, load_pretrained=load_pretrained)
+    # weights load last, so that a typo in the heads' config fails before a large file is read
+    backbone = build_backbone(cfg.backbone, norm_layer, load_pretrained=False)
     head_cls = lookup(HEADS, cfg.head, "model.head")
     head = construct(
         head_cls, "model.head_args", backbone.out_channels[-1], cfg.num_classes, norm_layer=norm_layer, **cfg.head_args
@@ -93,4 +94,6 @@ def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
             norm_layer=norm_layer,
             **cfg.aux_head_args,
         )
+    if cfg.backbone.pretrained and load_pretrained:
+        logger.info("%s", load_backbone_weights(backbone, cfg.backbone.pretrained))
     return SegmentationModel(backbone, head, aux_head)

@@ -50,8 +50,9 @@ def test_converted_official_weights_give_official_logits(official_r50):
 
 def test_inferred_config_is_the_shipped_cityscapes_r50(official_r50):
     _, inferred = convert_official_spnet(official_r50)
-    shipped = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml").model
-    assert config_to_dict(config_from_dict({"model": inferred}).model) == config_to_dict(shipped)
+    shipped = config_to_dict(load_config(ROOT / "configs/cityscapes/spnet_r50.yaml").model)
+    shipped["backbone"]["pretrained"] = None  # ImageNet init: irrelevant once the whole model is loaded
+    assert config_to_dict(config_from_dict({"model": inferred}).model) == shipped
 
 
 def test_a_swapped_tensor_is_detected(official_r50):

@@ -92,7 +92,7 @@ def test_convert_official_checkpoint_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "matches: configs/cityscapes/spnet_r50.yaml" in printed and "fits" in printed
 
-    model = build_model(load_config(ROOT / "configs/cityscapes/spnet_r50.yaml")).eval()
+    model = build_model(load_config(ROOT / "configs/cityscapes/spnet_r50.yaml"), load_pretrained=False).eval()
     report = load_model_weights(model, tmp_path / "ours.pth")
     assert len(report.loaded) == len(official)
     saved = torch.load(tmp_path / "ours.pth", weights_only=True)
