@@ -16,7 +16,7 @@ from utils.registry import construct, lookup
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 from .cityscapes import Cityscapes
-from .folder import FolderDataset
+from .folder import FolderDataset, default_palette
 from .transforms import eval_transforms, train_transforms
 
 DATASETS = {
@@ -34,7 +34,19 @@ __all__ = [
     "FolderDataset",
     "SegmentationDataset",
     "build_dataset",
+    "class_info",
 ]
+
+
+def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """(class names, palette) of the configured dataset, without reading the dataset from disk."""
+    data = cfg.data
+    cls = lookup(DATASETS, data.dataset, "data.dataset")
+    if cls is FolderDataset:
+        classes = tuple(data.dataset_args.get("classes") or ())
+        palette = data.dataset_args.get("palette") or default_palette(len(classes))
+        return classes, tuple(tuple(c) for c in palette)
+    return cls.classes, cls.palette
 
 
 def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset:

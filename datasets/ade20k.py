@@ -39,6 +39,7 @@ class ADE20K(SegmentationDataset):
     classes = CLASSES
     palette = PALETTE
     label_help = "ADE20K annotations are 0 (other, ignored) and 1..150"
+    miou_over_all_classes = True  # the scene-parsing devkit averages over all 150 classes
 
     def __init__(
         self,

@@ -104,6 +104,9 @@ class SegmentationDataset(Dataset):
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
     label_help = "expected the dataset's class ids and 255 for ignore"
+    # How the dataset's official benchmark averages IoU: over the classes present in the ground
+    # truth or the prediction (Cityscapes evaluator), or over all classes, absent ones as 0 (ADE20K).
+    miou_over_all_classes = False
 
     def __init__(
         self,

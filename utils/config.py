@@ -133,6 +133,23 @@ class TrainConfig:
     eval_interval: int = 4000  # validation every N iterations (and at the end); 0: only at the end
     eval_max_images: int | None = None  # validate on the first N validation images only
     eval_pictures: int = 4  # validation images drawn to TensorBoard and val_predictions.png
+    eval_protocol: Literal["whole", "config"] = "whole"  # whole image (fast) or the eval section's protocol
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Test-time protocol (``utils/inference.py``); ``eval.py`` flags override it. Defaults: official SPNet."""
+
+    profile: Literal["spnet", "encoding", "mmseg"] = "spnet"  # whose resize / pad / fuse rules
+    mode: Literal["whole", "slide"] = "slide"
+    crop_size: tuple[int, int] = (768, 768)  # sliding window
+    stride: tuple[int, int] | None = None  # null: 2/3 of the crop
+    scales: tuple[float, ...] = (1.0,)  # e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale
+    flip: bool | None = None  # null: the profile's (spnet and encoding flip, mmseg does not)
+    base_size: int | None = 2048  # spnet / encoding: long side at scale 1.0; null: the image's own
+    resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target; null: own size
+    window_batch: int = 1  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU (docs)
+    amp: Literal["none", "fp16", "bf16"] = "none"
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -1,22 +1,15 @@
-"""Evaluation over a dataset: inference, argmax, confusion matrix; shared by train.py and eval.py."""
+"""Evaluation over a dataset: protocol inference, argmax, confusion matrix; shared by train.py and eval.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from .inference import Protocol, infer
 from .metrics import ConfusionMatrix
-
-
-@torch.no_grad()
-def predict_whole(model: nn.Module, images: torch.Tensor, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Whole-image inference: class probabilities (B, C, H, W) at input size."""
-    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = model(images)["out"]
-    return torch.softmax(logits.float(), dim=1)
 
 
 @torch.no_grad()
@@ -26,25 +19,37 @@ def evaluate(
     num_classes: int,
     device: torch.device,
     *,
+    protocol: Protocol | None = None,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     keep: int = 0,
+    on_prediction: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
 ) -> tuple[ConfusionMatrix, list[dict[str, torch.Tensor]]]:
-    """Confusion matrix of ``model`` over this process's ``loader`` shard, summed over processes.
+    """Confusion matrix of ``model`` over this process's share of ``loader`` (batches of one image),
+    summed over processes. Samples without a mask (test splits) are predicted but not scored.
 
     ``keep``: also return the first ``keep`` (image, mask, prediction) triples, for pictures.
+    ``on_prediction(sample, prediction)`` sees every prediction (H, W), e.g. to save it.
     """
+    protocol = protocol or Protocol.whole_image()
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, device)
     kept = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
-        prediction = predict_whole(model, images, amp_dtype).argmax(1)
-        matrix.update(prediction, batch["mask"])
-        for i in range(images.shape[0]):
-            if len(kept) < keep:
-                kept.append({"image": batch["image"][i], "mask": batch["mask"][i], "prediction": prediction[i].cpu()})
+        if batch["image"].shape[0] != 1:
+            raise ValueError("evaluation takes batches of one image (images may differ in size)")
+        image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
+        scores = infer(model, image, protocol, num_classes, mean=mean, std=std, amp_dtype=amp_dtype)
+        prediction = scores.argmax(0)
+        if "mask" in batch:
+            matrix.update(prediction, batch["mask"][0])
+        if on_prediction is not None:
+            on_prediction(batch, prediction)
+        if len(kept) < keep and "mask" in batch:
+            kept.append({"image": batch["image"][0], "mask": batch["mask"][0], "prediction": prediction.cpu()})
     model.train(was_training)
     return matrix.all_reduce(), kept
