@@ -44,6 +44,7 @@ from utils.checkpoint import (
 from utils.config import Config, config_to_dict, load_config, save_config
 from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
 from utils.evaluation import evaluate
+from utils.inference import Protocol
 from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
@@ -243,6 +244,9 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             val_loader,
             cfg.model.num_classes,
             d.device,
+            protocol=Protocol.from_config(cfg.eval) if t.eval_protocol == "config" else Protocol.whole_image(),
+            mean=cfg.data.mean,
+            std=cfg.data.std,
             amp_dtype=amp_dtype,
             channels_last=t.channels_last,
             keep=t.eval_pictures if d.is_main else 0,

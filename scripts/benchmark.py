@@ -3,6 +3,11 @@
     python scripts/benchmark.py --config configs/cityscapes/spnet_r101.yaml --size 769 769 --mode inference
     python scripts/benchmark.py --config configs/demo.yaml --size 256 512 --batch 4 --mode train --iters 5
     python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --device cuda --amp fp16 --channels-last
+    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --mode protocol --size 1024 2048
+
+``--mode protocol`` times the config's test protocol (``eval`` section: sliding window, flip, scales)
+on one image of ``--size``, the way eval.py runs it; ``--window-batch`` overrides how many windows
+go through the model at once.
 
 Reports the median time per iteration after ``--warmup`` untimed iterations (the first ones pay
 for memory allocation and kernel selection), images per second, and peak GPU memory on CUDA.
@@ -12,6 +17,7 @@ A training step is forward, cross-entropy on "out" + 0.4 x "aux", backward and a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -25,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.inference import Protocol, infer  # noqa: E402
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,6 +47,7 @@ def benchmark(
     device: str = "cpu",
     amp: str = "none",
     channels_last: bool = False,
+    window_batch: int | None = None,
 ) -> dict:
     if amp == "fp16" and device == "cpu":
         raise ValueError("fp16 autocast is for CUDA; use --amp bf16 on the CPU")
@@ -52,7 +60,12 @@ def benchmark(
     scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
     dtype = AMP_DTYPES[amp]
 
+    protocol = dataclasses.replace(Protocol.from_config(cfg.eval), window_batch=window_batch or cfg.eval.window_batch)
+
     def step() -> None:
+        if mode == "protocol":
+            infer(model, x, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std, amp_dtype=dtype)
+            return
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
             outputs = model(x)
             if mode == "train":
@@ -82,6 +95,7 @@ def benchmark(
     median = statistics.median(times)
     result = {
         "mode": mode,
+        **({"protocol": dataclasses.asdict(protocol)} if mode == "protocol" else {}),
         "size": list(size),
         "batch": batch,
         "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
@@ -102,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--mode", choices=("inference", "train"), default="inference")
+    parser.add_argument("--mode", choices=("inference", "train", "protocol"), default="inference")
+    parser.add_argument("--window-batch", type=int, help="protocol mode: windows per forward pass")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -123,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         amp=args.amp,
         channels_last=args.channels_last,
+        window_batch=args.window_batch,
     )
     if args.json:
         print(json.dumps({"config": args.config, **r}, indent=2))

@@ -1,0 +1,177 @@
+"""Evaluate a checkpoint the way the paper (or another codebase) did, on one process or many.
+
+    python eval.py --config configs/cityscapes/spnet_r101.yaml --checkpoint work_dirs/cityscapes/spnet_r101/best.pth
+    python eval.py --config CFG --checkpoint CKPT --scales 0.5 0.75 1.0 1.25 1.5 1.75        # multi-scale + flip
+    python eval.py --config CFG --checkpoint CKPT --profile encoding --scales 0.75 1 1.25 1.5 1.75 2 2.25
+    python eval.py --config CFG --checkpoint CKPT --split test --save-pred out/ --format cityscapes-submission
+    torchrun --nproc_per_node=4 eval.py --config CFG --checkpoint CKPT
+
+The protocol comes from the config's ``eval`` section; flags override it (``utils/inference.py``
+documents the three profiles). Results: a per-class table, and JSON (``--out``; by default
+``eval_<split>.json`` next to the checkpoint) with the metrics, the protocol, the config, the
+checkpoint's SHA-256 and the timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+
+from datasets import build_dataset
+from datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
+from datasets.sampler import ShardSampler
+from models import build_model
+from models.weights import load_model_weights
+from utils.config import config_to_dict, load_config
+from utils.distributed import cleanup, init_distributed
+from utils.evaluation import evaluate
+from utils.inference import Protocol
+from utils.metrics import format_table
+from utils.visualize import colorize
+
+AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+FORMATS = ("trainid", "color", "cityscapes-submission")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True, help="model weights: best.pth, last.pth, a converted model")
+    parser.add_argument("--split", help="default: the config's validation split")
+    add_protocol_args(parser)
+    parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    parser.add_argument("--save-pred", type=Path, help="folder for the predicted masks")
+    parser.add_argument("--format", choices=FORMATS, default="trainid", help="of the saved predictions")
+    parser.add_argument("--out", type=Path, help="results JSON (default: eval_<split>.json next to the checkpoint)")
+    parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    return parser.parse_args(argv)
+
+
+def add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that override the config's ``eval`` protocol (shared with scripts/predict.py)."""
+    parser.add_argument("--profile", choices=("spnet", "encoding", "mmseg"))
+    parser.add_argument("--mode", choices=("whole", "slide"))
+    parser.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--scales", nargs="+", type=float)
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--base-size", type=int, help="long side at scale 1.0 (spnet, encoding profiles)")
+    parser.add_argument("--window-batch", type=int, help="windows per forward pass (memory)")
+
+
+def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
+    """The config's eval section with the command-line flags applied."""
+    flags = {
+        "profile": args.profile, "mode": args.mode, "crop_size": args.crop, "stride": args.stride,
+        "scales": args.scales, "flip": args.flip, "base_size": args.base_size, "window_batch": args.window_batch,
+    }  # fmt: skip
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes))
+
+
+def prediction_writer(folder: Path, fmt: str, dataset_name: str, palette) -> Any:
+    if fmt == "cityscapes-submission" and dataset_name != "cityscapes":
+        raise ValueError("--format cityscapes-submission needs a Cityscapes dataset")
+    to_label_id = np.zeros(256, np.uint8)  # train id -> label id; nothing else is ever predicted
+    for train_id, label_id in TRAIN_ID_TO_LABEL_ID.items():
+        to_label_id[train_id] = label_id
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(sample: dict[str, Any], prediction: torch.Tensor) -> None:
+        name, ids = sample["name"][0], prediction.to(torch.uint8).cpu().numpy()
+        if fmt == "cityscapes-submission":  # the test server reads label ids, named like the images
+            Image.fromarray(to_label_id[ids]).save(folder / f"{name}_leftImg8bit.png")
+        elif fmt == "color":
+            Image.fromarray(colorize(ids, palette)).save(folder / f"{name}.png")
+        else:
+            Image.fromarray(ids).save(folder / f"{name}.png")
+
+    return write
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = eval_config(load_config(args.config, args.overrides), args)
+    d = init_distributed(cfg.train.device)
+    try:
+        return run(cfg, args, d)
+    finally:
+        cleanup()
+
+
+def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
+    split = args.split or cfg.data.val_split
+    dataset = build_dataset(cfg, split, train=False)
+    classes, palette = dataset.classes, dataset.palette
+    miou_over_all = dataset.miou_over_all_classes
+    if args.max_images:
+        dataset = Subset(dataset, range(min(args.max_images, len(dataset))))
+    model = build_model(cfg, load_pretrained=False)
+    report = load_model_weights(model, args.checkpoint)
+    model = model.to(d.device).eval()
+    protocol = Protocol.from_config(cfg.eval)
+    if d.is_main:
+        print(
+            f"{report}\nprotocol: {protocol}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=ShardSampler(len(dataset), d.rank, d.world_size),
+        num_workers=cfg.train.num_workers,
+    )
+    writer = prediction_writer(args.save_pred, args.format, cfg.data.dataset, palette) if args.save_pred else None
+    start = time.perf_counter()
+    matrix, _ = evaluate(
+        model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean, std=cfg.data.std,
+        amp_dtype=AMP_DTYPES[cfg.eval.amp], on_prediction=writer,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if not d.is_main:
+        return 0
+    if int(matrix.matrix.sum()) == 0:
+        print(f"{split}: no labels to score; predictions written to {args.save_pred}")
+        return 0
+    metrics = matrix.compute()
+    profile_all = protocol.profile in ("spnet", "encoding")  # their code averages over all classes
+    results = {
+        "miou": metrics["miou_all_classes"] if miou_over_all else metrics["miou"],
+        "miou_convention": "all classes (absent ones count 0)"
+        if miou_over_all
+        else "classes present in ground truth or prediction",
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "mean_accuracy": metrics["mean_accuracy"],
+        "per_class_iou": {name: None if np.isnan(iou) else iou for name, iou in zip(classes, metrics["iou"])},
+        "miou_present_classes": metrics["miou"],
+        "miou_all_classes": metrics["miou_all_classes"],
+    }
+    if profile_all != miou_over_all:
+        results["miou_profile"] = metrics["miou_all_classes"] if profile_all else metrics["miou"]
+    results.update(
+        split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), checkpoint=str(args.checkpoint),
+        checkpoint_sha256=report.sha256, world_size=d.world_size, device=str(d.device),
+        timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),
+    )  # fmt: skip
+    print(format_table(metrics, classes))
+    line = f"mIoU {100 * results['miou']:.2f} ({results['miou_convention']})"
+    if "miou_profile" in results:
+        line += f"; {protocol.profile} code reports {100 * results['miou_profile']:.2f}"
+    print(f"{line}; {seconds:.1f} s ({seconds / max(len(dataset), 1):.2f} s per image)")
+    out = args.out or Path(args.checkpoint).with_name(f"eval_{split}.json")
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

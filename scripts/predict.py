@@ -1,0 +1,87 @@
+"""Segment any images: writes <name>.png (train ids) and <name>_color.png (palette over the image).
+
+    python scripts/predict.py --config configs/demo.yaml --checkpoint work_dirs/demo/best.pth \\
+        --input data/synthetic_cityscapes/leftImg8bit/test --output predictions/
+    python scripts/predict.py --config CFG --checkpoint CKPT --input photo.jpg --output out/ --scales 0.75 1 1.25
+
+Takes the same protocol flags as eval.py (profile, mode, crop, stride, scales, flip, base size) and
+runs the same inference code. No labels needed; --input is an image or a folder (searched
+recursively for .jpg, .jpeg and .png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datasets import class_info  # noqa: E402
+from datasets.base import read_image  # noqa: E402
+from datasets.folder import IMAGE_SUFFIXES  # noqa: E402
+from datasets.transforms import eval_transforms  # noqa: E402
+from eval import AMP_DTYPES, add_protocol_args, eval_config  # noqa: E402
+from models import build_model  # noqa: E402
+from models.weights import load_model_weights  # noqa: E402
+from utils.config import load_config  # noqa: E402
+from utils.inference import Protocol, infer  # noqa: E402
+from utils.visualize import colorize  # noqa: E402
+
+
+def find_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"--input {path}: no such file or folder")
+    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"--input {path}: no {'/'.join(IMAGE_SUFFIXES)} images in it")
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
+    parser.add_argument("--output", required=True, type=Path)
+    add_protocol_args(parser)
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours over the image")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    args = parser.parse_args(argv)
+
+    cfg = eval_config(load_config(args.config, args.overrides), args)
+    _, palette = class_info(cfg)
+    model = build_model(cfg, load_pretrained=False)
+    print(load_model_weights(model, args.checkpoint))
+    model = model.to(args.device).eval()
+    protocol = Protocol.from_config(cfg.eval)
+    normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
+    args.output.mkdir(parents=True, exist_ok=True)
+    images = find_images(args.input)
+    for path in tqdm(images, unit="img", disable=None):
+        raw = read_image(path)
+        image = normalize(tv_tensors.Image(raw))[None].to(args.device)
+        scores = infer(
+            model, image, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std,
+            amp_dtype=AMP_DTYPES[cfg.eval.amp],
+        )  # fmt: skip
+        prediction = scores.argmax(0).to(torch.uint8).cpu().numpy()
+        overlay = (1 - args.alpha) * raw.permute(1, 2, 0).numpy() + args.alpha * colorize(prediction, palette)
+        Image.fromarray(prediction).save(args.output / f"{path.stem}.png")
+        Image.fromarray(overlay.round().astype(np.uint8)).save(args.output / f"{path.stem}_color.png")
+    print(f"wrote {2 * len(images)} files to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
