@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import ROOT
 from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
 from datasets.doctor import check_dataset
+from datasets.synthetic import CLASSES as WORLD_CLASSES
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_dataset as check_dataset_script  # noqa: E402
@@ -53,19 +54,7 @@ def test_shifted_ade20k_annotations_are_caught(synthetic_ade20k, tmp_path):
 
 
 def test_missing_split_and_bad_masks_are_problems(synthetic_folder, tmp_path):
-    classes = [
-        "road",
-        "sidewalk",
-        "building",
-        "wall",
-        "fence",
-        "pole",
-        "traffic sign",
-        "vegetation",
-        "terrain",
-        "sky",
-        "car",
-    ]
+    classes = list(WORLD_CLASSES)
     root = tmp_path / "f"
     shutil.copytree(synthetic_folder, root)
     mask = sorted((root / "masks/train").glob("*.png"))[0]

@@ -214,3 +214,14 @@ def test_slurm_script_builds_a_multi_node_torchrun(tmp_path):
     assert "torchrun --nnodes=2 --nproc_per_node=4 --rdzv-id=123456 --rdzv-backend=c10d" in command
     assert "--rdzv-endpoint=gpu-node-07:23456" in command  # 20000 + job id % 20000: no fixed port
     assert command.strip().endswith("train.py --config configs/cityscapes/spnet_r101.yaml --resume auto train.amp=fp16")
+
+
+def test_epochs_set_the_number_of_iterations(synthetic_cityscapes, tmp_path):
+    """6 training images at batch 4: one iteration per epoch (the incomplete batch is dropped)."""
+    work_dir = tmp_path / "epochs"
+    assert (
+        _run(synthetic_cityscapes, work_dir, "train.epochs=3", "train.eval_interval=0", "train.eval_max_images=1") == 0
+    )
+    log = (work_dir / "train.log").read_text()
+    assert "(1 iterations per epoch)" in log and "; 3 iterations" in log
+    assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == 3

@@ -1,0 +1,253 @@
+"""eval.py and predict.py end to end: agreement with the official Cityscapes evaluator, submissions, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval as eval_script
+from conftest import ROOT, tiny_config
+from datasets import Cityscapes
+from datasets.cityscapes import CLASSES, LABEL_ID_TO_TRAIN_ID
+from models import build_model
+from utils.metrics import ConfusionMatrix
+
+TINY = [
+    "model.backbone.depth=50",
+    "model.backbone.stage_blocks=[1, 1, 2, 3]",
+    "model.backbone.base_width=8",
+    "model.backbone.multi_grid=[1, 2, 4]",
+    "train.num_workers=0",
+]
+
+
+def _official_evaluator(monkeypatch, tmp_path):
+    """cityscapesscripts' pixel-level evaluator, importable without a Cityscapes install."""
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path))
+    monkeypatch.setenv("CITYSCAPES_EXPORT_DIR", str(tmp_path))
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as evaluator
+
+    evaluator.args.evalInstLevelScore = False
+    evaluator.args.quiet = True
+    evaluator.args.JSONOutput = False
+    evaluator.args.predictionWalk = None
+    return evaluator
+
+
+def _label_ids(train_ids: np.ndarray) -> np.ndarray:
+    table = np.zeros(256, np.uint8)
+    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+        if train_id != 255:
+            table[train_id] = label_id
+    return table[train_ids]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_equal_the_official_cityscapes_evaluator(synthetic_cityscapes, tmp_path, monkeypatch, seed):
+    """Random predictions over a subset of classes (so some are absent from both), scored both ways."""
+    evaluator = _official_evaluator(monkeypatch, tmp_path)
+    rng = np.random.default_rng(seed)
+    dataset = Cityscapes(synthetic_cityscapes, "val")
+    ours = ConfusionMatrix(19)
+    predictions, truths = [], []
+    for i, (_, gt_path) in enumerate(dataset.samples):
+        truth = dataset.load_mask(i).numpy()
+        noise = rng.choice([0, 1, 2, 5, 7, 8, 13, 14], size=truth.shape)  # 14 (truck) never in the ground truth
+        prediction = np.where((rng.random(truth.shape) < 0.6) & (truth != 255), truth, noise).astype(np.uint8)
+        ours.update(torch.from_numpy(prediction), torch.from_numpy(truth))
+        path = tmp_path / "pred" / f"{dataset.name(i)}_leftImg8bit.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(_label_ids(prediction)).save(path)
+        predictions.append(str(path))
+        truths.append(str(gt_path))
+    official = evaluator.evaluateImgLists(predictions, truths, evaluator.args)
+    metrics = ours.compute()
+    for name, iou in zip(CLASSES, metrics["iou"]):
+        reference = official["classScores"][name]
+        assert (np.isnan(iou) and np.isnan(reference)) or abs(iou - reference) < 1e-6, name
+    assert abs(metrics["miou"] - official["averageScoreClasses"]) < 1e-6
+    assert 0 < sum(np.isnan(metrics["iou"])) < 19  # some classes absent, some present
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A randomly initialised tiny SPNet, saved as eval.py expects; the protocols are what is tested."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    from utils.config import config_from_dict, config_to_dict
+
+    full = config_to_dict(cfg)
+    full["model"]["num_classes"] = 19
+    model = build_model(config_from_dict(full), load_pretrained=False)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    torch.save({"model": model.state_dict(), "config": full}, path)
+    return path
+
+
+def _eval(root, checkpoint, *args):
+    return eval_script.main(
+        [
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--checkpoint",
+            str(checkpoint),
+            f"data.root={root}",
+            *TINY,
+            *args,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_eval_submission_files_score_like_the_official_evaluator(
+    synthetic_cityscapes, checkpoint, tmp_path, monkeypatch
+):
+    evaluator = _official_evaluator(monkeypatch, tmp_path)
+    out = tmp_path / "results.json"
+    code = _eval(
+        synthetic_cityscapes,
+        checkpoint,
+        "--save-pred",
+        str(tmp_path / "sub"),
+        "--format",
+        "cityscapes-submission",
+        "--out",
+        str(out),
+        "--crop",
+        "32",
+        "32",
+        "--base-size",
+        "96",
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+    predictions = sorted((tmp_path / "sub").glob("*_leftImg8bit.png"))
+    assert len(predictions) == 3 and results["num_images"] == 3
+    assert set(np.unique(np.concatenate([np.asarray(Image.open(p)).ravel() for p in predictions]))) <= set(
+        LABEL_ID_TO_TRAIN_ID
+    )
+    truths = [str(p) for p in sorted((synthetic_cityscapes / "gtFine/val").glob("*/*_labelIds.png"))]
+    truths = sorted(truths, key=lambda p: os.path.basename(p))
+    official = evaluator.evaluateImgLists([str(p) for p in predictions], truths, evaluator.args)
+    assert abs(results["miou"] - official["averageScoreClasses"]) < 1e-6
+    for name, iou in results["per_class_iou"].items():
+        reference = official["classScores"][name]
+        assert (iou is None and np.isnan(reference)) or abs(iou - reference) < 1e-6, name
+    assert list(results["per_class_iou"]) == list(CLASSES)
+    assert 0 <= results["pixel_accuracy"] <= 1 and 0 <= results["mean_accuracy"] <= 1
+    assert results["protocol"]["profile"] == "spnet" and results["protocol"]["flip"] is True
+    assert len(results["checkpoint_sha256"]) == 64 and results["timing"]["seconds"] > 0
+    assert results["miou_profile"] == results["miou_all_classes"]  # the official SPNet code averages all 19
+
+
+@pytest.mark.slow
+def test_test_split_writes_a_submission_without_scores(synthetic_cityscapes, checkpoint, tmp_path):
+    assert (
+        _eval(
+            synthetic_cityscapes,
+            checkpoint,
+            "--split",
+            "test",
+            "--mode",
+            "whole",
+            "--save-pred",
+            str(tmp_path / "test"),
+            "--format",
+            "cityscapes-submission",
+        )
+        == 0
+    )
+    files = sorted((tmp_path / "test").glob("*.png"))
+    assert [f.name for f in files] == [
+        p.name for p in sorted((synthetic_cityscapes / "leftImg8bit/test").glob("*/*.png"))
+    ]
+
+
+@pytest.mark.slow
+def test_ddp_evaluation_matches_single_process(synthetic_cityscapes, checkpoint, tmp_path):
+    """2 gloo processes on 3 images (not divisible): the same confusion matrix, every image once."""
+    single = tmp_path / "single.json"
+    assert (
+        _eval(
+            synthetic_cityscapes,
+            checkpoint,
+            "--out",
+            str(single),
+            "--mode",
+            "whole",
+            "--save-pred",
+            str(tmp_path / "p1"),
+        )
+        == 0
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "eval.py"),
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--checkpoint",
+        str(checkpoint),
+        f"data.root={synthetic_cityscapes}",
+        *TINY,
+        "--out",
+        str(tmp_path / "ddp.json"),
+        "--mode",
+        "whole",
+        "--save-pred",
+        str(tmp_path / "p2"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    a, b = json.loads(single.read_text()), json.loads((tmp_path / "ddp.json").read_text())
+    assert b["world_size"] == 2 and a["num_images"] == b["num_images"] == 3
+    for key in ("miou", "pixel_accuracy", "mean_accuracy", "per_class_iou", "miou_all_classes"):
+        assert a[key] == b[key], key
+    for path in sorted((tmp_path / "p1").glob("*.png")):
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "p2" / path.name)))
+
+
+@pytest.mark.slow
+def test_predict_writes_masks_and_overlays_like_eval(synthetic_cityscapes, checkpoint, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import predict
+
+    assert _eval(synthetic_cityscapes, checkpoint, "--save-pred", str(tmp_path / "eval"), "--crop", "32", "32") == 0
+    folder = synthetic_cityscapes / "leftImg8bit/val"
+    assert (
+        predict.main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--checkpoint",
+                str(checkpoint),
+                "--input",
+                str(folder),
+                "--output",
+                str(tmp_path / "predict"),
+                "--crop",
+                "32",
+                "32",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    for image in sorted(folder.glob("*/*.png")):
+        mask = np.asarray(Image.open(tmp_path / "predict" / f"{image.stem}.png"))
+        overlay = Image.open(tmp_path / "predict" / f"{image.stem}_color.png")
+        assert overlay.size == Image.open(image).size and overlay.mode == "RGB"
+        name = image.stem.removesuffix("_leftImg8bit")
+        assert np.array_equal(mask, np.asarray(Image.open(tmp_path / "eval" / f"{name}.png")))  # the same inference
