@@ -35,9 +35,13 @@ def test_train_mode_gradients_reach_every_parameter(shape):
 
 
 def test_batch_of_one_trains():
+    """Batch size 1 trains: every BatchNorm input (strips included) has more than one value per channel."""
     model = build_model(tiny_config()).train()
     out = model(torch.randn(1, 3, 65, 65))
+    assert out["out"].shape == out["aux"].shape == (1, 5, 65, 65)
     out["out"].mean().backward()
+    grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 def test_group_norm_model():

@@ -225,3 +225,41 @@ def test_epochs_set_the_number_of_iterations(synthetic_cityscapes, tmp_path):
     log = (work_dir / "train.log").read_text()
     assert "(1 iterations per epoch)" in log and "; 3 iterations" in log
     assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == 3
+
+
+def test_bf16_autocast_and_channels_last_train(synthetic_cityscapes, tmp_path):
+    work_dir = tmp_path / "bf16"
+    extra = [
+        "train.amp=bf16",
+        "train.channels_last=true",
+        "train.max_iters=3",
+        "train.eval_interval=0",
+        "train.eval_max_images=1",
+    ]
+    assert _run(synthetic_cityscapes, work_dir, *extra) == 0
+    losses = _losses(work_dir)
+    assert len(losses) == 3 and all(0 < loss < 10 for loss in losses)
+    state = torch.load(work_dir / "last.pth", weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # autocast, not casting
+
+
+def test_torch_compile_trains_and_saves_plain_weights(synthetic_cityscapes, tmp_path):
+    """Compiling takes about two minutes on 2 CPU cores; the checkpoint holds the uncompiled module's keys."""
+    from models import build_model
+    from utils.config import load_config
+
+    work_dir = tmp_path / "compiled"
+    assert (
+        _run(
+            synthetic_cityscapes,
+            work_dir,
+            "train.compile=true",
+            "train.max_iters=2",
+            "train.eval_interval=0",
+            "train.eval_max_images=1",
+        )
+        == 0
+    )
+    state = torch.load(work_dir / "last.pth", weights_only=True)["model"]
+    model = build_model(load_config(work_dir / "config.yaml"), load_pretrained=False)
+    model.load_state_dict(state)  # strict: no "_orig_mod." prefixes
