@@ -35,11 +35,10 @@ from models.weights import load_model_weights
 from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
-from utils.inference import Protocol
+from utils.inference import AMP_DTYPES, Protocol
 from utils.metrics import format_table
 from utils.visualize import colorize
 
-AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 FORMATS = ("trainid", "color", "cityscapes-submission")
 
 

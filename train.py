@@ -42,16 +42,22 @@ from utils.checkpoint import (
     set_rng_states,
 )
 from utils.config import Config, config_to_dict, load_config, save_config
-from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
+from utils.distributed import (
+    DistInfo,
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+)
 from utils.evaluation import evaluate
-from utils.inference import Protocol
+from utils.inference import AMP_DTYPES, Protocol
 from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
 from utils.optim import build_optimizer, build_scheduler
 from utils.visualize import prediction_panel, save_png
-
-AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,7 +188,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
 
     start_iter, best_miou = 0, -1.0
     if resume is not None:
-        state = read_training_checkpoint(resume, d.device)
+        state = read_training_checkpoint(resume)
         load_state_dict_checked(model, state["model"], source=str(resume))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -281,7 +287,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
                     },
                     work_dir / "best.pth",
                 )
-        best_miou = float(all_gather_object(best_miou)[0])
+        best_miou = float(broadcast_object(best_miou))  # rank 0 decided
         return metrics["miou"]
 
     stop = StopRequest()

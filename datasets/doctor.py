@@ -112,7 +112,7 @@ def _check_labels(name: str, dataset: SegmentationDataset, split: str, report: R
         raw_counts += torch.bincount(read_mask(dataset.samples[index][1]).flatten(), minlength=256)
     values = torch.nonzero(raw_counts).flatten().tolist()
     report.lines.append(f"  mask values in {len(range(0, len(dataset), step))} masks: {_ranges(values)}")
-    diagnosis = _LABEL_SPACE.get(name, _folder_label_space)(dataset, values, raw_counts)
+    diagnosis = _LABEL_SPACE[name](dataset, values, raw_counts) if name in _LABEL_SPACE else None
     if diagnosis:
         report.problems.append(f"{split}: {diagnosis}")
         return
@@ -167,10 +167,6 @@ def _ade20k_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -
             "annotations look already shifted to 0..149 with 255 for 'other'; this loader expects the official "
             "files (0 = other, 1..150) and would shift every class once more. Use the original annotations"
         )
-    return None
-
-
-def _folder_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -> str | None:
     return None
 
 

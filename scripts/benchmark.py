@@ -31,9 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.inference import Protocol, infer  # noqa: E402
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 
 
 def benchmark(

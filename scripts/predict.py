@@ -28,11 +28,11 @@ from datasets import class_info  # noqa: E402
 from datasets.base import read_image  # noqa: E402
 from datasets.folder import IMAGE_SUFFIXES  # noqa: E402
 from datasets.transforms import eval_transforms  # noqa: E402
-from eval import AMP_DTYPES, add_protocol_args, eval_config  # noqa: E402
+from eval import add_protocol_args, eval_config  # noqa: E402
 from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.inference import Protocol, infer  # noqa: E402
+from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 from utils.visualize import colorize  # noqa: E402
 
 

@@ -84,12 +84,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng", "config")
 
 
-def read_training_checkpoint(path: str | Path, device: torch.device | None = None) -> dict[str, Any]:
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by ``train.py``, on the CPU (optimizer state moves to the parameters' device)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read {path} as a checkpoint ({type(err).__name__}: {err})") from err
+    from models.weights import read_checkpoint  # weights_only load with readable errors
+
+    state = read_checkpoint(path, "checkpoint")
     missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(

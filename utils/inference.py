@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PROFILES = ("spnet", "encoding", "mmseg")
+AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # the config's amp values
 
 
 @dataclass(frozen=True)

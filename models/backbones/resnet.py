@@ -121,7 +121,6 @@ STAGE_BLOCKS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, in
 }
 
 Placement = str | Sequence[Sequence[int]]
-PLACEMENT_PRESETS = ("official", "all", "last", "none")
 
 
 def resolve_placement(placement: Placement, stage_blocks: Sequence[int]) -> list[set[int]]:
