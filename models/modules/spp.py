@@ -1,0 +1,40 @@
+"""SPP block of YOLOv3-SPP: stride-1 max-pools of several sizes, concatenated with the input.
+
+Source: no paper; the darknet config ``yolov3-spp.cfg`` (https://github.com/AlexeyAB/darknet,
+https://pjreddie.com/darknet). The name comes from SPP-Net (He et al., https://arxiv.org/abs/1406.4729),
+which pools into fixed bins, a different operation.
+
+Choices: channel order follows the cfg's route layer, largest window first and the input last
+([mp13, mp9, mp5, x] for the defaults), so converted darknet weights of the next conv line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SPP(nn.Module):
+    """Parameter-free multi-scale context: ``cat[maxpool_k(x) for k largest first] + [x]``.
+
+    Pools have stride 1 and padding k // 2 (padded with -inf), so the size is kept, 1x1 maps included.
+    Since mp9 == mp5(mp5) and mp13 == mp5(mp5(mp5)), the "SPPF" cascade is the same function.
+    """
+
+    def __init__(self, in_channels: int, *, kernel_sizes: Sequence[int] = (5, 9, 13)) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"SPP needs in_channels >= 1, got {in_channels}")
+        if not kernel_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(
+                f"kernel_sizes must be odd ints >= 1 so padding k // 2 keeps the size, got {kernel_sizes!r}"
+            )
+        self.kernel_sizes = tuple(sorted(kernel_sizes, reverse=True))  # the output (route) order
+        self.out_channels = (len(self.kernel_sizes) + 1) * in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [F.max_pool2d(x, k, stride=1, padding=k // 2) for k in self.kernel_sizes]  # each (N, C, H, W)
+        return torch.cat([*pooled, x], dim=1)  # (N, (len(kernel_sizes) + 1) * C, H, W)
