@@ -64,7 +64,7 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
         transforms = eval_transforms(mean=data.mean, std=data.std)
     cls = lookup(DATASETS, data.dataset, "data.dataset")
     parts = [
-        construct(cls, "data.dataset_args", data.root, name, transforms=transforms, **data.dataset_args)
+        construct(cls, "data.dataset_args", data.root, name, transforms=transforms, options=data.dataset_args)
         for name in split.split("+")
     ]
     dataset = parts[0] if len(parts) == 1 else _Concat(parts)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
-from utils.registry import construct, lookup
+from utils.registry import check_options, construct, lookup
 
 from .backbones import ResNet
 from .heads import HEADS
-from .modules import BLOCK_ATTENTION, CONTEXT_MODULES
+from .modules import BLOCK_ATTENTION, BLOCK_CONVS, CONTEXT_MODULES
 from .segmentor import SegmentationModel
 from .weights import load_backbone_weights
 
@@ -25,10 +25,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BLOCK_ATTENTION",
+    "BLOCK_CONVS",
     "CONTEXT_MODULES",
     "HEADS",
     "SegmentationModel",
     "build_backbone",
+    "build_head",
     "build_model",
     "build_norm_layer",
 ]
@@ -43,14 +45,36 @@ def build_norm_layer(name: str, groups: int = 32) -> Callable[[int], nn.Module]:
     raise ValueError(f"unknown norm {name!r}; choose from ['bn', 'gn']")
 
 
+def check_named_args(
+    table: Mapping[str, Callable[..., Any]], args: Mapping[str, Any], key: str, positional: int
+) -> None:
+    """Every entry of a per-name ``*_args`` table names a class of ``table`` and only its arguments.
+
+    Checked for all entries, not only the selected one, so a typo fails now and not in the run
+    that switches to that name.
+    """
+    for name, options in args.items():
+        cls = lookup(table, name, key)
+        check_options(cls, f"{key}.{name}", options, positional)
+
+
 def build_backbone(cfg: Any, norm_layer: Callable[[int], nn.Module], *, load_pretrained: bool = True) -> ResNet:
     """Dilated ResNet from a ``BackboneConfig``, with its ImageNet weights when ``pretrained`` is set."""
+    check_named_args(BLOCK_ATTENTION, cfg.attention_args, "model.backbone.attention_args", 1)
+    check_named_args(BLOCK_CONVS, cfg.block_conv_args, "model.backbone.block_conv_args", 2)
+    offered = {"norm_layer": norm_layer}
     attention = None
     if cfg.attention is not None:
         attention_cls = lookup(BLOCK_ATTENTION, cfg.attention, "model.backbone.attention")
-        attention = functools.partial(
-            construct, attention_cls, "model.backbone.attention_args", norm_layer=norm_layer, **cfg.attention_args
-        )
+        key = f"model.backbone.attention_args.{cfg.attention}"
+        options = cfg.attention_args.get(cfg.attention, {})
+        attention = functools.partial(construct, attention_cls, key, options=options, offered=offered)
+    block_conv = None
+    if cfg.block_conv is not None:
+        conv_cls = lookup(BLOCK_CONVS, cfg.block_conv, "model.backbone.block_conv")
+        key = f"model.backbone.block_conv_args.{cfg.block_conv}"
+        options = cfg.block_conv_args.get(cfg.block_conv, {})
+        block_conv = functools.partial(construct, conv_cls, key, options=options, offered=offered)
     backbone = ResNet(
         cfg.depth,
         stage_blocks=cfg.stage_blocks,
@@ -62,11 +86,31 @@ def build_backbone(cfg: Any, norm_layer: Callable[[int], nn.Module], *, load_pre
         attention=attention,
         attention_placement=cfg.attention_placement,
         attention_position=cfg.attention_position,
+        block_conv=block_conv,
+        block_conv_placement=cfg.block_conv_placement,
     )
     if cfg.pretrained and load_pretrained:
         report = load_backbone_weights(backbone, cfg.pretrained)
         logger.info("%s", report)
     return backbone
+
+
+def build_head(
+    name: str,
+    args: Mapping[str, Mapping[str, Any]],
+    key: str,
+    in_channels: tuple[int, ...],
+    num_classes: int,
+    norm_layer: Callable[[int], nn.Module],
+    **defaults: Any,
+) -> nn.Module:
+    """``HEADS[name]`` with its entry of the per-name ``args`` (``defaults`` fill what it leaves out)."""
+    check_named_args(HEADS, args, f"{key}_args", 2)
+    cls = lookup(HEADS, name, key)
+    options = {**defaults, **args.get(name, {})}
+    return construct(
+        cls, f"{key}_args.{name}", in_channels, num_classes, options=options, offered={"norm_layer": norm_layer}
+    )
 
 
 def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
@@ -79,21 +123,17 @@ def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
     norm_layer = build_norm_layer(cfg.norm, cfg.norm_groups)
     # weights load last, so that a typo in the heads' config fails before a large file is read
     backbone = build_backbone(cfg.backbone, norm_layer, load_pretrained=False)
-    head_cls = lookup(HEADS, cfg.head, "model.head")
-    head = construct(
-        head_cls, "model.head_args", backbone.out_channels[-1], cfg.num_classes, norm_layer=norm_layer, **cfg.head_args
-    )
+    stages = backbone.out_channels
+    head = build_head(cfg.head, cfg.head_args, "model.head", stages, cfg.num_classes, norm_layer)
     aux_head = None
     if cfg.aux_head is not None:
-        aux_cls = lookup(HEADS, cfg.aux_head, "model.aux_head")
-        aux_head = construct(
-            aux_cls,
-            "model.aux_head_args",
-            backbone.out_channels[-2],
-            cfg.num_classes,
-            norm_layer=norm_layer,
-            **cfg.aux_head_args,
-        )
+        # the auxiliary head reads the penultimate stage (SPNet: stage 3) unless its args say otherwise
+        aux_head = build_head(
+            cfg.aux_head, cfg.aux_head_args, "model.aux_head", stages, cfg.num_classes, norm_layer,
+            in_stage=len(stages) - 1,
+        )  # fmt: skip
+    elif cfg.aux_head_args:
+        check_named_args(HEADS, cfg.aux_head_args, "model.aux_head_args", 2)
     if cfg.backbone.pretrained and load_pretrained:
         logger.info("%s", load_backbone_weights(backbone, cfg.backbone.pretrained))
     return SegmentationModel(backbone, head, aux_head)

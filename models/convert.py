@@ -61,7 +61,7 @@ _OFFICIAL_RULES: list[tuple[str, Any]] = [
     ),
     (r"head\.score_layer\.([01])\.(.+)", r"head.bottleneck.\1.\2"),
     (r"head\.score_layer\.4\.(.+)", r"head.classifier.\1"),
-    (r"auxlayer\.conv5\.([01])\.(.+)", r"aux_head.conv.\1.\2"),
+    (r"auxlayer\.conv5\.([01])\.(.+)", r"aux_head.bottleneck.\1.\2"),
     (r"auxlayer\.conv5\.4\.(.+)", r"aux_head.classifier.\1"),
 ]
 
@@ -120,8 +120,9 @@ def _infer_official_model_config(sd: StateDict) -> dict[str, Any]:
     return {
         "num_classes": int(sd["head.classifier.weight"].shape[0]),
         "backbone": backbone,
-        "head": "spnet",
-        "head_args": {"num_mpm": num_mpm, "pool_sizes": [20, 12]},  # the official grid sizes are fixed
+        "head": "mpm",
+        # the official grid sizes are fixed
+        "head_args": {"mpm": {"num_context": num_mpm, "context_args": {"pool_sizes": [20, 12]}}},
         "aux_head": "fcn" if "aux_head.classifier.weight" in sd else None,
     }
 

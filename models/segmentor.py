@@ -8,12 +8,15 @@ from torch import nn
 
 
 class SegmentationModel(nn.Module):
-    """Runs the backbone, the head on the last feature and the aux head on the one before.
+    """Runs the backbone, then each head on the backbone stages it declares (``head.in_stages``).
 
     Returns ``{"out": logits}`` at input resolution, plus ``"aux"`` in training mode when an
     auxiliary head exists (it only feeds the auxiliary loss, so inference skips its cost).
     Upsampling is bilinear with ``align_corners=True``, as in the official SPNet; converted
     official weights give the official logits only with this convention.
+
+    A head that needs other stages (e.g. stage 1 for a low-level fusion) declares them; nothing
+    here changes.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None = None) -> None:
@@ -24,11 +27,15 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
-        features = self.backbone(x)
-        outputs = {"out": _upsample(self.head(features[-1]), size)}
+        features = self.backbone(x)  # stage 1, 2, ...
+        outputs = {"out": _upsample(self.head(_select(features, self.head)), size)}
         if self.aux_head is not None and self.training:
-            outputs["aux"] = _upsample(self.aux_head(features[-2]), size)
+            outputs["aux"] = _upsample(self.aux_head(_select(features, self.aux_head)), size)
         return outputs
+
+
+def _select(features: list[torch.Tensor], head: nn.Module) -> list[torch.Tensor]:
+    return [features[stage - 1] for stage in head.in_stages]
 
 
 def _upsample(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:

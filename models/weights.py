@@ -82,19 +82,25 @@ class LoadReport:
         digest = f" (sha256 {self.sha256})" if self.sha256 else ""
         lines = [f"loaded {len(self.loaded)} tensors from {self.source}{digest}"]
         if self.kept_init:
-            modules = sorted({_owner(k) for k in self.kept_init})
+            modules = _summarise(sorted({_owner(k) for k in self.kept_init}))
             count = len(self.kept_init)
-            lines.append(
-                f"  kept their initialisation (not in the file, allowed): {count} tensors in {', '.join(modules)}"
-            )
+            lines.append(f"  not initialised by the file (kept their own initialisation): {count} tensors in {modules}")
         if self.dropped:
-            lines.append(f"  ignored from the file (allowed): {', '.join(self.dropped)}")
+            lines.append(f"  ignored from the file (allowed): {_summarise(self.dropped)}")
         return "\n".join(lines)
 
 
 def _owner(key: str) -> str:
-    """``layer4.0.attention.conv_h.weight`` -> ``layer4.0.attention``; otherwise the parameter's module."""
-    return key.split(".attention.")[0] + ".attention" if ".attention." in key else key.rsplit(".", 1)[0]
+    """``layer4.0.attention.conv_h.weight`` -> ``layer4.0.attention`` (also ``.conv2.`` block convs)."""
+    for part in (".attention.", ".conv2."):
+        if part in key:
+            return key.split(part)[0] + part.rstrip(".")
+    return key.rsplit(".", 1)[0]
+
+
+def _summarise(names: list[str], shown: int = 12) -> str:
+    more = f" ... and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
@@ -230,10 +236,41 @@ def load_backbone_weights(backbone: nn.Module, source: str) -> LoadReport:
         file_layout = describe_layout(describe_resnet(state_dict))
         return f"  file:  {file_layout}\n  model: {describe_layout(describe_resnet(backbone.state_dict()))}"
 
+    state_dict, unfit = fit_dense_weights(backbone, state_dict)
+    added = tuple(f"{name}." for name in backbone.added_modules())
     kept = load_state_dict_checked(
-        backbone, state_dict, source=source, allow_missing=lambda key: ".attention." in key, describe=describe
+        backbone, state_dict, source=source, allow_missing=lambda key: key.startswith(added), describe=describe
     )
-    return LoadReport(source, sha256, loaded=list(state_dict), kept_init=kept, dropped=dropped)
+    return LoadReport(source, sha256, loaded=list(state_dict), kept_init=kept, dropped=dropped + unfit)
+
+
+def fit_dense_weights(backbone: nn.Module, state_dict: StateDict) -> tuple[StateDict, list[str]]:
+    """Move the dense 3x3 conv (and norm) weights of blocks whose conv is replaced into the new module.
+
+    A block conv declares in ``DENSE_ALIASES`` which of its parts has the dense conv's (and, when
+    it normalises its output, the dense norm's) layout; a tensor goes there when the shapes
+    agree. The rest of the dense weights cannot be used: returned as "key (why)" for the report.
+    """
+    sd, unfit = dict(state_dict), []
+    model_keys = backbone.state_dict()
+    for name, module in backbone.added_modules().items():
+        if not name.endswith(".conv2"):
+            continue
+        block = name[: -len(".conv2")]
+        aliases = getattr(module, "DENSE_ALIASES", {})
+        sources = {f"{block}.conv2.": aliases.get("conv")}
+        if module.normalizes_output:  # the block has no norm after the conv: the dense bn2 goes inside
+            sources[f"{block}.bn2."] = aliases.get("norm")
+        for prefix, target in sources.items():
+            for key in [k for k in sd if k.startswith(prefix)]:
+                value = sd.pop(key)
+                new_key = f"{name}.{target}.{key[len(prefix) :]}" if target else None
+                if new_key in model_keys and model_keys[new_key].shape == value.shape:
+                    sd[new_key] = value
+                else:
+                    why = "no dense counterpart" if new_key not in model_keys else "shape differs"
+                    unfit.append(f"{key} ({type(module).__name__}: {why})")
+    return sd, unfit
 
 
 def _torchvision_state_dict(name: str) -> StateDict:

@@ -28,14 +28,25 @@ def _write(tmp_path, name, text):
     return path
 
 
-def test_bases_merge_in_order_and_args_are_replaced_whole(tmp_path):
-    _write(tmp_path, "a.yaml", "model:\n  num_classes: 7\n  head_args: {num_mpm: 1, pool_sizes: [4, 2]}\n")
+def test_bases_merge_in_order_and_named_args_merge_by_name(tmp_path):
+    _write(tmp_path, "a.yaml", "model:\n  num_classes: 7\n  head_args: {mpm: {num_context: 1, dropout: 0.2}}\n")
     _write(tmp_path, "b.yaml", "model:\n  num_classes: 9\n  backbone: {depth: 101}\n")
-    child = _write(tmp_path, "c.yaml", "_base_: [a.yaml, b.yaml]\nmodel:\n  head: fcn\n  head_args: {}\n")
+    child = _write(
+        tmp_path,
+        "c.yaml",
+        "_base_: [a.yaml, b.yaml]\nmodel:\n  head: ppm\n  head_args: {ppm: {dropout: 0.3}, mpm: {num_context: 2}}\n",
+    )
     cfg = load_config(child)
     assert cfg.model.num_classes == 9  # the later base wins
     assert cfg.model.backbone.depth == 101 and cfg.model.backbone.output_stride == 8  # sections merge
-    assert cfg.model.head == "fcn" and cfg.model.head_args == {}  # *_args are replaced, not merged
+    # per-name arguments live side by side; within a name they merge argument by argument
+    assert cfg.model.head == "ppm"
+    assert cfg.model.head_args == {"mpm": {"num_context": 2, "dropout": 0.2}, "ppm": {"dropout": 0.3}}
+
+
+def test_named_args_must_be_mappings_per_name():
+    with pytest.raises(ConfigError, match=r"model.head_args holds one mapping of arguments per name, e.g. head_args: "):
+        load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", ["model.head_args={num_context: 1}"])
 
 
 def test_overrides_are_typed(tmp_path):
@@ -46,14 +57,14 @@ def test_overrides_are_typed(tmp_path):
             "model.backbone.multi_grid=[1, 1, 1]",
             "model.backbone.deep_stem=false",
             "model.backbone.attention=null",
-            "model.head_args.num_mpm=1",
+            "model.head_args.mpm.num_context=1",
             "model.backbone.pretrained=pretrained/r101.pth",
             "model.backbone.attention_placement=[[0], [], [], [0, 2]]",
         ],
     )
     b = cfg.model.backbone
     assert (b.depth, b.multi_grid, b.deep_stem, b.attention) == (101, (1, 1, 1), False, None)
-    assert cfg.model.head_args == {"num_mpm": 1, "pool_sizes": [20, 12]}
+    assert cfg.model.head_args == {"mpm": {"num_context": 1, "context_args": {"pool_sizes": [20, 12]}}}
     assert b.pretrained == "pretrained/r101.pth"
     assert b.attention_placement == ((0,), (), (), (0, 2))
 
@@ -103,14 +114,16 @@ def test_base_cycle_and_missing_file(tmp_path):
 
 def test_unknown_names_and_arguments_fail_at_build_with_suggestions():
     path = ROOT / "configs/cityscapes/spnet_r50.yaml"
-    with pytest.raises(ValueError, match=r"model.head: unknown name 'spent'; did you mean 'spnet'\?"):
-        build_model(load_config(path, ["model.head=spent"]))
+    with pytest.raises(
+        ValueError, match=r"model.head: unknown name 'nonlocl'; did you mean 'nonlocal'\? Choose from \["
+    ):
+        build_model(load_config(path, ["model.head=nonlocl"]))
     with pytest.raises(ValueError, match=r"model.backbone.attention: unknown name 'stirp'; did you mean 'strip'\?"):
         build_model(load_config(path, ["model.backbone.attention=stirp"]))
     with pytest.raises(
-        ValueError, match=r"model.head_args: SPNetHead has no argument 'num_mpms'; did you mean 'num_mpm'\?"
+        ValueError, match=r"model.head_args.mpm: ContextHead \(preset .*\) has no argument 'num_contex'; did you mean"
     ):
-        build_model(load_config(path, ["model.head_args.num_mpms=1"]))
+        build_model(load_config(path, ["model.head_args.mpm.num_contex=1"]))
 
 
 def test_exponent_floats_without_a_dot(tmp_path):

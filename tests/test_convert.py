@@ -41,7 +41,7 @@ def test_converted_official_weights_give_official_logits(official_r50):
     with torch.no_grad():
         out = model(x)["out"]
         aux = torch.nn.functional.interpolate(
-            model.aux_head(model.backbone(x)[2]), x.shape[-2:], mode="bilinear", align_corners=True
+            model.aux_head([model.backbone(x)[2]]), x.shape[-2:], mode="bilinear", align_corners=True
         )
     assert expected_out.abs().mean() > 0.1  # a real signal, not a vanishing one
     torch.testing.assert_close(out, expected_out, rtol=1e-9, atol=1e-9)

@@ -1,32 +1,126 @@
-"""Plug-and-play modules: the contract for every registered module, then SPM / MPM specifics."""
+"""Plug-and-play modules: the contract of every table (attention, context, block conv, low-level fusion),
+then SPM / MPM specifics. Each module's own properties are pinned in tests/test_*_modules.py."""
 
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models.modules import BLOCK_ATTENTION, CONTEXT_MODULES, MixedPooling, StripPooling
+import models.modules as modules
+from models.modules import (
+    BLOCK_ATTENTION,
+    BLOCK_CONVS,
+    CONTEXT_MODULES,
+    LOW_LEVEL_FUSIONS,
+    MixedPooling,
+    StripPooling,
+)
 from official_reference import _mpm
 
 
+def _randomise(module: torch.nn.Module) -> None:
+    """Random parameters, so that identity-at-init modules (zero-initialised gates) pass gradients on."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.1)
+
+
+def _build(cls, *args, **kwargs):
+    """As the builders do: ``norm_layer`` only for classes whose signature has it."""
+    if "norm_layer" in inspect.signature(cls).parameters:
+        kwargs["norm_layer"] = torch.nn.BatchNorm2d
+    return cls(*args, **kwargs)
+
+
+def _check_gradients(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Gradients reach every parameter, and every weight's gradient is non-zero.
+
+    Exceptions that are exact mathematics, not bugs: a bias may get exactly 0 (a bias before a
+    training-mode norm is removed by it; a key bias shifts every score of a softmax equally),
+    and on a 1x1 map attention has one position, so its query / key gradients are 0 too.
+    """
+    (y * torch.randn_like(y)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    single = x.shape[-2:] == (1, 1)
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    zero = [n for n, p in module.named_parameters() if not n.endswith("bias") and not single and not p.grad.any()]
+    assert missing == [] and zero == []
+
+
 @pytest.mark.parametrize("name", sorted(BLOCK_ATTENTION))
-@pytest.mark.parametrize("size", [(33, 47), (1, 5), (6, 1)])
+@pytest.mark.parametrize("size", [(33, 47), (1, 1), (1, 5), (6, 1)])
 def test_block_attention_contract(name, size):
-    module = BLOCK_ATTENTION[name](16, norm_layer=torch.nn.BatchNorm2d)
-    x = torch.randn(2, 16, *size, requires_grad=True)
+    module = _build(BLOCK_ATTENTION[name], 64).train()  # 64: default reductions (16) keep 4 hidden channels
+    _randomise(module)
+    x = torch.randn(2, 64, *size, requires_grad=True)
     y = module(x)
-    assert module.out_channels == 16
-    assert y.shape == x.shape
-    y.square().mean().backward()
-    assert all(p.grad is not None for p in module.parameters())
+    assert module.out_channels == 64 and y.shape == x.shape
+    _check_gradients(module, x, y)
 
 
 @pytest.mark.parametrize("name", sorted(CONTEXT_MODULES))
-def test_context_module_contract(name):
-    module = CONTEXT_MODULES[name](16, norm_layer=torch.nn.BatchNorm2d)
-    y = module(torch.randn(2, 16, 33, 47))
-    assert y.shape == (2, module.out_channels, 33, 47)
+@pytest.mark.parametrize("size", [(33, 47), (1, 1)])
+def test_context_module_contract(name, size):
+    module = _build(CONTEXT_MODULES[name], 64).train()
+    _randomise(module)
+    x = torch.randn(2, 64, *size, requires_grad=True)
+    y = module(x)
+    assert y.shape == (2, module.out_channels, *size)
+    _check_gradients(module, x, y)
+    module.eval()
+    assert torch.equal(module(x), module(x))
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_CONVS))
+@pytest.mark.parametrize("size", [(33, 47), (1, 1)])
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2), (1, 4)])
+def test_block_conv_contract(name, size, stride, dilation):
+    """A block conv gives the dense 3x3 conv's output size, so it drops into any residual block."""
+    cls = BLOCK_CONVS[name]
+    module = _build(cls, 16, 16, stride=stride, dilation=dilation).train()
+    _randomise(module)
+    x = torch.randn(2, 16, *size, requires_grad=True)
+    y = module(x)
+    dense = torch.nn.Conv2d(16, 16, 3, stride, padding=dilation, dilation=dilation)
+    assert y.shape == dense(x).shape and module.out_channels == 16
+    assert isinstance(cls.normalizes_output, bool) and isinstance(cls.DENSE_ALIASES, dict)
+    _check_gradients(module, x, y)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_CONVS))
+def test_block_conv_dense_aliases_name_dense_shaped_parts(name):
+    """What DENSE_ALIASES points at exists and, with default options, has the dense conv's / norm's shapes."""
+    cls = BLOCK_CONVS[name]
+    module = _build(cls, 16, 16)
+    parts = dict(module.named_modules())
+    for role, path in cls.DENSE_ALIASES.items():
+        assert path in parts, f"{name}: DENSE_ALIASES[{role!r}] = {path!r} is not a submodule"
+        expected = (16, 16, 3, 3) if role == "conv" else (16,)
+        assert tuple(parts[path].weight.shape) == expected
+    assert set(cls.DENSE_ALIASES) <= ({"conv", "norm"} if cls.normalizes_output else {"conv"})
+
+
+@pytest.mark.parametrize("name", sorted(LOW_LEVEL_FUSIONS))
+def test_low_level_fusion_contract(name):
+    module = LOW_LEVEL_FUSIONS[name](32, 24, low_channels=8).train()
+    high = torch.randn(2, 32, 17, 24, requires_grad=True)
+    low = torch.randn(2, 8, 33, 47)
+    y = module(high, low)
+    assert y.shape == (2, 24, 33, 47) and module.out_channels == 24
+    _check_gradients(module, high, y)
+
+
+def test_every_module_file_is_exported():
+    """One concept per file, and every file's module is reachable from models.modules."""
+    folder = Path(modules.__file__).parent
+    files = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    exported = [getattr(modules, name) for name in modules.__all__]
+    defined_in = {obj.__module__.rsplit(".", 1)[-1] for obj in exported if hasattr(obj, "__module__")}
+    assert files <= defined_in
 
 
 @pytest.mark.parametrize("h, w", [(13, 17), (1, 9), (8, 1), (97, 129)])

@@ -124,8 +124,8 @@ def test_sigterm_saves_a_checkpoint_that_resumes(synthetic_cityscapes, tmp_path)
 GN = [
     "model.norm=gn",
     "model.norm_groups=4",
-    "model.head_args.dropout=0.0",
-    "model.aux_head_args={dropout: 0.0}",
+    "model.head_args.mpm.dropout=0.0",
+    "model.aux_head_args.fcn.dropout=0.0",
     "train.max_iters=4",
     "train.eval_interval=0",
     "train.checkpoint_interval=100",

@@ -5,8 +5,10 @@ only place YAML is parsed: it merges the base files (later wins), applies comman
 then checks every key and type against the schema, so a typo fails at load time with the nearest
 valid key instead of silently doing nothing.
 
-Sections merge key by key; the free-form ``*_args`` dicts (keyword arguments of the class a name
-selects) are replaced as a whole, because arguments of one head mean nothing to another.
+Sections merge key by key. The ``*_args`` tables hold keyword arguments per name
+(``head_args: {mpm: {...}, ppm: {...}}``), so the arguments of every head (attention, block conv)
+live side by side and switching ``model.head=ppm`` never hands the SP head's arguments to PPM; they
+merge name by name and argument by argument (an argument's value is replaced whole).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message says where and how to fix it."""
 
 
+NamedArgs = dict[str, dict[str, Any]]  # name -> keyword arguments of the class that name selects
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Dilated ResNet (``models.backbones.ResNet``); defaults are the official SPNet-R50 backbone."""
@@ -39,9 +44,14 @@ class BackboneConfig:
     output_stride: Literal[8, 16, 32] = 8
     multi_grid: tuple[int, ...] | None = (1, 2, 4)  # stage-4 dilation multipliers, one per block
     attention: str | None = "strip"  # key of models.modules.BLOCK_ATTENTION; null for none
-    attention_args: dict[str, Any] = field(default_factory=dict)
+    attention_args: NamedArgs = field(default_factory=dict)  # per attention name, e.g. {se: {reduction: 8}}
     attention_placement: str | tuple[tuple[int, ...], ...] = "official"  # official | all | last | none | lists
-    attention_position: Literal["mid", "post"] = "mid"  # mid: before the block's last conv (SPNet)
+    # mid: before the block's last conv (SPNet); post: before the residual add (SE, CBAM, GC);
+    # out: after the add, i.e. on the block's output (BAM at stage boundaries with placement last)
+    attention_position: Literal["mid", "post", "out"] = "mid"
+    block_conv: str | None = None  # key of models.modules.BLOCK_CONVS replacing the blocks' 3x3 conv; null: dense
+    block_conv_args: NamedArgs = field(default_factory=dict)  # per block conv name, e.g. {sk: {groups: 32}}
+    block_conv_placement: str | tuple[tuple[int, ...], ...] = "all"  # which blocks, as attention_placement
     pretrained: str | None = None  # ImageNet init: a local file, or a torchvision weights name
 
 
@@ -53,10 +63,10 @@ class ModelConfig:
     norm: Literal["bn", "gn"] = "bn"  # BatchNorm (SyncBN under multi-GPU training) or GroupNorm
     norm_groups: int = 32  # GroupNorm groups
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    head: str = "spnet"  # key of models.heads.HEADS
-    head_args: dict[str, Any] = field(default_factory=dict)
-    aux_head: str | None = "fcn"  # on stage 3; null for none
-    aux_head_args: dict[str, Any] = field(default_factory=dict)
+    head: str = "mpm"  # key of models.heads.HEADS; mpm is the SP head of SPNet
+    head_args: NamedArgs = field(default_factory=dict)  # per head name, e.g. {mpm: {num_context: 1}}
+    aux_head: str | None = "fcn"  # on the penultimate stage (3) unless its args set in_stage; null for none
+    aux_head_args: NamedArgs = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,10 @@ class OptimConfig:
     power: float = 0.9  # poly decay (1 - it / max_iters) ** power, every iteration
     warmup_iters: int = 0  # linear warmup (the official recipe has none)
     warmup_ratio: float = 0.1  # warmup starts at warmup_ratio * lr
+    # LR multipliers by parameter name, as MMSegmentation's paramwise_cfg.custom_keys: a parameter whose
+    # name contains a key trains at lr * mult (the longest matching key wins; it replaces head_lr_mult),
+    # e.g. {attention: 10} for block attention trained from scratch inside an ImageNet backbone.
+    custom_lr_mults: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,6 +238,12 @@ def _merge(base: dict[str, Any], child: dict[str, Any], cls: type) -> dict[str, 
         sub = hints.get(key)
         if dataclasses.is_dataclass(sub) and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, sub)
+        elif sub == NamedArgs and isinstance(value, dict) and isinstance(out.get(key), dict):
+            named = dict(out[key])
+            for name, args in value.items():
+                both = isinstance(args, dict) and isinstance(named.get(name), dict)
+                named[name] = {**named[name], **args} if both else args
+            out[key] = named
         else:
             out[key] = value
     return out
@@ -306,7 +326,16 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
                 return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     elif origin is dict or tp is dict:
         if isinstance(value, dict):
-            return dict(value)
+            key_type, value_type = args or (Any, Any)
+            for k in value:
+                if key_type is str and not isinstance(k, str):
+                    raise ConfigError(f"{source}: {path} has key {k!r}; keys must be strings (names)")
+            if tp == NamedArgs and not all(isinstance(v, dict) for v in value.values()):
+                raise ConfigError(
+                    f"{source}: {path} holds one mapping of arguments per name, e.g. "
+                    f"{path.rsplit('.', 1)[-1]}: {{name: {{argument: value}}}}; got {value!r}"
+                )
+            return {k: _coerce(v, value_type, f"{path}.{k}", source) for k, v in value.items()}
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -335,11 +364,15 @@ def _type_name(tp: Any, plural: bool = False) -> str:
             return f"{'lists' if plural else 'a list'} of {_type_name(args[0], plural=True)}"
         return f"a list of {len(args)} values"
     if plural:
+        if origin is dict or tp is dict:
+            return "mappings"
         return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(tp, str(tp))
     if origin is Literal:
         return f"one of {list(args)}"
     if tp is type(None):
         return "null"
     if origin is dict or tp is dict:
+        if args and args[1] is not Any:
+            return f"a mapping of names to {_type_name(args[1], plural=True)}"
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

@@ -1,8 +1,10 @@
 """Optimizer and learning-rate schedule of the official recipe.
 
 SGD with momentum and weight decay; the backbone at ``lr``, the heads (SP head and aux head) at
-``lr * head_lr_mult`` (10x, as the official code); per-iteration poly decay
-``(1 - it / max_iters) ** power`` after an optional linear warmup from ``warmup_ratio * lr``.
+``lr * head_lr_mult`` (10x, as the official code), parameters matched by ``custom_lr_mults``
+(e.g. block attention trained from scratch inside the backbone) at their own multiple; poly decay
+``(1 - it / max_iters) ** power`` every iteration, after an optional linear warmup from
+``warmup_ratio * lr``.
 """
 
 from __future__ import annotations
@@ -14,14 +16,29 @@ from torch import nn
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
-    """``cfg``: the ``optim`` section. Parameter groups: backbone, then heads (10x LR)."""
-    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    heads = [p for name, p in model.named_parameters() if not name.startswith("backbone.") and p.requires_grad]
-    groups = [{"params": backbone, "lr": cfg.lr, "name": "backbone"}]
-    if heads:
-        groups.append({"params": heads, "lr": cfg.lr * cfg.head_lr_mult, "name": "heads"})
+    """``cfg``: the ``optim`` section. Groups: backbone (lr), heads (lr x head_lr_mult), then one
+    group per ``custom_lr_mults`` key for the parameters whose name contains it (longest key wins)."""
+    keys = sorted(cfg.custom_lr_mults, key=len, reverse=True)
+    groups: dict[str, dict] = {
+        "backbone": {"params": [], "lr": cfg.lr},
+        "heads": {"params": [], "lr": cfg.lr * cfg.head_lr_mult},
+        **{f"custom:{k}": {"params": [], "lr": cfg.lr * cfg.custom_lr_mults[k]} for k in keys},
+    }
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = next((k for k in keys if k in name), None)
+        group = f"custom:{key}" if key is not None else "backbone" if name.startswith("backbone.") else "heads"
+        groups[group]["params"].append(param)
+    unused = [k for k in keys if not groups[f"custom:{k}"]["params"]]
+    if unused:
+        raise ValueError(
+            f"optim.custom_lr_mults: {unused} match no parameter name (names look like "
+            f"'backbone.layer4.0.attention.fuse.weight', 'head.context.0.project.0.weight')"
+        )
+    param_groups = [{"name": name, **group} for name, group in groups.items() if group["params"]]
     return torch.optim.SGD(
-        groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
     )
 
 

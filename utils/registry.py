@@ -1,8 +1,15 @@
-"""Name lookup and argument checking for the plain ``name -> class`` tables (no registry magic)."""
+"""Name lookup and argument checking for the plain ``name -> class`` tables (no registry magic).
+
+Errors carry the config key they come from (``BuildError.key``). A class built from a config may
+itself build parts from its own arguments (a head builds its context module from
+``context_args``); an error raised there is re-raised by the outer ``construct`` under the outer
+key, so the message names the full path: ``model.head_args.ppm.context_args: ...``.
+"""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -10,31 +17,88 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _did_you_mean(name: str, choices: list[str]) -> str:
+class BuildError(ValueError):
+    """A config value that does not fit what it selects; ``key`` is its (dotted) config key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+    def under(self, prefix: str) -> BuildError:
+        return BuildError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def lookup(table: Mapping[str, T], name: str, key: str) -> T:
-    """``table[name]``, or a ``ValueError`` naming the config key, the nearest name and all choices."""
+    """``table[name]``, or a ``BuildError`` naming the config key, the nearest name and all choices."""
     if name not in table:
-        raise ValueError(f"{key}: unknown name {name!r}{_did_you_mean(name, list(table))} Choose from {sorted(table)}")
+        raise BuildError(key, f"unknown name {name!r}{did_you_mean(name, list(table))} Choose from {sorted(table)}")
     return table[name]
 
 
-def construct(cls: Callable[..., T], key: str, *args: Any, **kwargs: Any) -> T:
-    """``cls(*args, **kwargs)``, rejecting keyword arguments ``cls`` does not take with a suggestion.
+def describe(cls: Callable[..., Any]) -> str:
+    """``ContextHead`` or ``ContextHead (preset context='ppm')`` for a ``functools.partial``."""
+    if isinstance(cls, functools.partial):
+        preset = ", ".join(f"{k}={v!r}" for k, v in cls.keywords.items())
+        return f"{describe(cls.func)} (preset {preset})"
+    return getattr(cls, "__name__", repr(cls))
 
-    ``key`` is the config key the keyword arguments came from, so the error says what to edit.
+
+def options_of(cls: Callable[..., Any], num_positional: int) -> list[str]:
+    """The keyword arguments a config may set: the parameters after the positional ones."""
+    params = list(inspect.signature(cls).parameters.values())[num_positional:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name not in CODE_ARGUMENTS]
+
+
+# Passed by the model builders, never by a config: not offered as choices in error messages.
+CODE_ARGUMENTS = ("norm_layer",)
+
+
+def check_options(cls: Callable[..., Any], key: str, options: Mapping[str, Any], num_positional: int) -> None:
+    """Raise a ``BuildError`` for an option ``cls`` does not take, with a suggestion and the choices."""
+    choices = options_of(cls, num_positional)
+    for name in options:
+        if name not in choices:
+            raise BuildError(
+                key,
+                f"{describe(cls)} has no argument {name!r}{did_you_mean(name, choices)} Its arguments: {choices}",
+            )
+
+
+def construct(
+    cls: Callable[..., T],
+    key: str,
+    *args: Any,
+    options: Mapping[str, Any] | None = None,
+    offered: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> T:
+    """``cls(*args, **kwargs, **options)``, plus each ``offered`` keyword that ``cls`` takes.
+
+    ``options`` come from the config under ``key``; a name ``cls`` does not take, or one the code
+    already passes in ``kwargs``, is a ``BuildError`` naming ``key``. ``offered`` keywords (e.g.
+    ``norm_layer``) go only to classes whose signature has them, so a module without norms needs
+    no unused argument. Plain ``ValueError``/``TypeError`` raised while building become ``BuildError``s
+    under ``key``.
     """
-    params = inspect.signature(cls).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        # What a config may set: the parameters after those the builder passes positionally.
-        options = [n for n in list(params)[len(args) :] if n != "norm_layer"]
-        for name in kwargs:
-            if name not in params:
-                raise ValueError(
-                    f"{key}: {getattr(cls, '__name__', cls)} has no argument {name!r}"
-                    f"{_did_you_mean(name, options)} Its arguments: {options}"
-                )
-    return cls(*args, **kwargs)
+    options = dict(options or {})
+    reserved = [name for name in options if name in kwargs]
+    if reserved:
+        raise BuildError(key, f"{reserved} are set by the model builder, not by the config; remove them")
+    check_options(cls, key, options, len(args))
+    accepted = inspect.signature(cls).parameters
+    extra = {name: value for name, value in (offered or {}).items() if name in accepted and name not in options}
+    try:
+        return cls(*args, **kwargs, **extra, **options)
+    except BuildError as err:
+        raise err.under(key) from err
+    except (ValueError, TypeError) as err:
+        if type(err) not in (ValueError, TypeError):
+            raise  # a specific error (e.g. DatasetError) already says what is wrong and where
+        raise BuildError(key, f"{describe(cls)}: {err}") from err

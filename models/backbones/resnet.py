@@ -1,4 +1,4 @@
-"""Dilated ResNet for dense prediction, with pluggable attention inside the residual blocks.
+"""Dilated ResNet for dense prediction, with pluggable attention and 3x3 convs inside the residual blocks.
 
 Papers: He et al., "Deep Residual Learning for Image Recognition", https://arxiv.org/abs/1512.03385;
 Yu & Koltun, "Multi-Scale Context Aggregation by Dilated Convolutions",
@@ -18,11 +18,16 @@ import torch
 from torch import nn
 
 NormLayer = Callable[[int], nn.Module]
-AttentionFactory = Callable[[int], nn.Module]
+AttentionFactory = Callable[[int], nn.Module]  # channels -> module
+ConvFactory = Callable[..., nn.Module]  # (in_channels, out_channels, *, stride, dilation) -> module
+POSITIONS = ("mid", "post", "out")
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs. Dilated stages dilate both convs; "mid" attention sits between them."""
+    """Two 3x3 convs. Dilated stages dilate both convs; "mid" attention sits between them.
+
+    A ``conv`` factory replaces the second 3x3 conv (the one without stride: planes -> planes).
+    """
 
     expansion = 1
 
@@ -37,12 +42,12 @@ class BasicBlock(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         attention: AttentionFactory | None = None,
         attention_position: str = "mid",
+        conv: ConvFactory | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = norm_layer(planes)
+        self.conv2, self.bn2 = _conv3x3(conv, planes, planes, 1, dilation, norm_layer)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.attention_position = attention_position
@@ -56,14 +61,19 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.attention is not None and self.attention_position == "post":
             out = self.attention(out)
-        return self.relu(out + identity)
+        out = self.relu(out + identity)
+        if self.attention is not None and self.attention_position == "out":
+            out = self.attention(out)
+        return out
 
 
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided / dilated), 1x1 expand. "mid" attention acts before the expand.
 
     "mid" is where SPNet puts its strip pooling (after conv2+BN+ReLU); "post" is where SE-Net,
-    CBAM and GCNet put theirs (after the last norm, before the residual add).
+    CBAM and GCNet put theirs (after the last norm, before the residual add); "out" acts on the
+    block's output (after the add and ReLU), which in a stage's last block is BAM's stage boundary.
+    A ``conv`` factory replaces the 3x3 conv (SK, Split-Attention, ACNet, MixConv, DW-separable).
     """
 
     expansion = 4
@@ -79,12 +89,12 @@ class Bottleneck(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         attention: AttentionFactory | None = None,
         attention_position: str = "mid",
+        conv: ConvFactory | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = norm_layer(planes)
+        self.conv2, self.bn2 = _conv3x3(conv, planes, planes, stride, dilation, norm_layer)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
@@ -101,15 +111,29 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.attention is not None and self.attention_position == "post":
             out = self.attention(out)
-        return self.relu(out + identity)
+        out = self.relu(out + identity)
+        if self.attention is not None and self.attention_position == "out":
+            out = self.attention(out)
+        return out
 
 
 def _make_attention(factory: AttentionFactory | None, position: str, mid: int, post: int) -> nn.Module | None:
-    if position not in ("mid", "post"):
-        raise ValueError(f"attention_position must be 'mid' or 'post', got {position!r}")
+    if position not in POSITIONS:
+        raise ValueError(f"attention_position must be one of {list(POSITIONS)}, got {position!r}")
     if factory is None:
         return None
     return factory(mid if position == "mid" else post)
+
+
+def _conv3x3(
+    factory: ConvFactory | None, in_channels: int, out_channels: int, stride: int, dilation: int, norm_layer: NormLayer
+) -> tuple[nn.Module, nn.Module]:
+    """The block's 3x3 conv and its norm: dense, or a block conv that may normalise its own output."""
+    if factory is None:
+        conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        return conv, norm_layer(out_channels)
+    conv = factory(in_channels, out_channels, stride=stride, dilation=dilation)
+    return conv, nn.Identity() if conv.normalizes_output else norm_layer(out_channels)
 
 
 STAGE_BLOCKS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = {
@@ -178,6 +202,8 @@ class ResNet(nn.Module):
         attention: AttentionFactory | None = None,
         attention_placement: Placement = "official",
         attention_position: str = "mid",
+        block_conv: ConvFactory | None = None,
+        block_conv_placement: Placement = "all",
     ) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
@@ -196,6 +222,7 @@ class ResNet(nn.Module):
         self.depth = depth
         self.stage_blocks = stage_blocks
         placement = resolve_placement(attention_placement, stage_blocks) if attention else [set()] * 4
+        conv_placement = resolve_placement(block_conv_placement, stage_blocks) if block_conv else [set()] * 4
 
         # Stem: /4. The deep stem replaces the 7x7 conv by three 3x3 convs (official SPNet).
         stem_width = 2 * base_width if deep_stem else base_width
@@ -247,6 +274,7 @@ class ResNet(nn.Module):
                         norm_layer=norm_layer,
                         attention=attention if i in placement[index] else None,
                         attention_position=attention_position,
+                        conv=block_conv if i in conv_placement[index] else None,
                     )
                 )
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
@@ -257,10 +285,25 @@ class ResNet(nn.Module):
         self.strides = tuple(strides)
         self._init_weights()
 
+    def added_modules(self) -> dict[str, nn.Module]:
+        """Modules a plain ResNet does not have (block attention, block convs), by qualified name.
+
+        ImageNet weights cannot initialise them (except where a block conv declares
+        ``DENSE_ALIASES``); they initialise themselves, some as the identity (e.g. non-local).
+        """
+        added = {}
+        for name, module in self.named_modules():
+            if isinstance(module, (BasicBlock, Bottleneck)):
+                if module.attention is not None:
+                    added[f"{name}.attention"] = module.attention
+                if not isinstance(module.conv2, nn.Conv2d):
+                    added[f"{name}.conv2"] = module.conv2
+        return added
+
     def _init_weights(self) -> None:
         # The official initialisation: He-normal (fan_out) convs, norms at weight 1 / bias 0.
-        # Attention modules initialise themselves (some must start as identity, e.g. non-local).
-        skip = {id(m) for block in self.blocks() if block.attention is not None for m in block.attention.modules()}
+        # Added modules (attention, block convs) keep their own initialisation.
+        skip = {id(m) for added in self.added_modules().values() for m in added.modules()}
         for m in self.modules():
             if id(m) in skip:
                 continue

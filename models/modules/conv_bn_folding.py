@@ -199,5 +199,6 @@ def _apply_verified(model: nn.Module, edits: list[dict], matches: Callable[[], b
     for i, edit in enumerate(edits):
         undo[i] = _apply(model, edit)
         if not matches():
-            undo[i] = _apply(model, undo[i]) and None
+            _apply(model, undo[i])
+            undo[i] = None
     return undo

@@ -30,14 +30,11 @@ class MixedPooling(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        out_channels: int | None = None,
         *,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         pool_sizes: Sequence[int] = (20, 12),
     ) -> None:
         super().__init__()
-        if out_channels not in (None, in_channels):
-            raise ValueError(f"MixedPooling preserves channels; got out_channels={out_channels}")
         if in_channels < 4:
             raise ValueError(f"MixedPooling needs in_channels >= 4 (inner width is C // 4), got {in_channels}")
         self.out_channels = in_channels

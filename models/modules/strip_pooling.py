@@ -27,13 +27,10 @@ class StripPooling(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        out_channels: int | None = None,
         *,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if out_channels not in (None, in_channels):
-            raise ValueError(f"StripPooling preserves channels; got out_channels={out_channels}")
         self.out_channels = in_channels
         # (3, 1) conv along H on the width-pooled (C, H, 1) strip; (1, 3) conv along W on (C, 1, W).
         self.conv_h = nn.Conv2d(in_channels, in_channels, (3, 1), padding=(1, 0), bias=False)

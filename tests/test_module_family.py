@@ -1,0 +1,241 @@
+"""The module family wired into models: every table entry builds a full model from a config and trains a
+step; block convs load dense ImageNet weights where shapes allow; per-name arguments; LR multipliers;
+bad config values name their key; the train.py command line switches heads and attention."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import ROOT, tiny_config
+from models import BLOCK_ATTENTION, BLOCK_CONVS, HEADS, build_model
+from models.backbones import ResNet
+from models.modules import SelectiveKernelConv
+from models.weights import load_backbone_weights
+from utils.config import Config, load_config
+from utils.optim import build_optimizer
+from utils.registry import BuildError
+
+
+def _with(cfg: Config, **model_changes) -> Config:
+    backbone = dataclasses.replace(cfg.model.backbone, **model_changes.pop("backbone", {}))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone, **model_changes))
+
+
+def _train_step(cfg: Config) -> None:
+    """One SGD step of the whole model on CPU: finite loss, every parameter gets a gradient and moves."""
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(model, cfg.optim)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, target = torch.randn(2, 3, 65, 97), torch.randint(0, 5, (2, 65, 97))
+    out = model(x)
+    assert out["out"].shape == out["aux"].shape == (2, 5, 65, 97)
+    loss = F.cross_entropy(out["out"], target) + 0.4 * F.cross_entropy(out["aux"], target)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+    optimizer.step()
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n]) and p.grad.any()]
+    assert unchanged == []
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_head_trains_in_a_full_model(head):
+    _train_step(_with(tiny_config(), head=head))
+
+
+@pytest.mark.parametrize("attention", sorted(BLOCK_ATTENTION))
+@pytest.mark.parametrize("position", ["mid", "post", "out"])
+def test_every_block_attention_trains_in_a_full_model(attention, position):
+    cfg = _with(tiny_config(base_width=16), backbone={"attention": attention, "attention_position": position})
+    model = build_model(cfg)
+    added = model.backbone.added_modules()
+    assert len(added) == 1 + 1 + 1 + 3  # official placement: last block of stages 1-3, every block of stage 4
+    widths = {m.out_channels for name, m in added.items() if name.startswith("layer4")}
+    assert widths == ({128} if position == "mid" else {512})  # stage 4: planes 128, expansion 4
+    _train_step(cfg)
+
+
+@pytest.mark.parametrize("block_conv", sorted(BLOCK_CONVS))
+def test_every_block_conv_trains_in_a_full_model(block_conv):
+    cfg = _with(tiny_config(base_width=16), backbone={"block_conv": block_conv})
+    model = build_model(cfg)
+    blocks = model.backbone.blocks()
+    assert all(isinstance(b.conv2, BLOCK_CONVS[block_conv]) for b in blocks)
+    assert all(isinstance(b.bn2, torch.nn.Identity) == BLOCK_CONVS[block_conv].normalizes_output for b in blocks)
+    _train_step(cfg)
+
+
+def test_block_conv_placement_and_basic_blocks():
+    cfg = _with(tiny_config(), backbone={"block_conv": "acnet", "block_conv_placement": "last"})
+    convs = {n for n, m in build_model(cfg).backbone.added_modules().items() if n.endswith("conv2")}
+    assert convs == {"layer1.0.conv2", "layer2.0.conv2", "layer3.1.conv2", "layer4.2.conv2"}
+    basic = _with(tiny_config(depth=18, stage_blocks=(1, 1, 1, 2), multi_grid=(1, 2)), backbone={"block_conv": "sk"})
+    model = build_model(basic)
+    assert isinstance(model.backbone.layer3[0].conv2, SelectiveKernelConv)
+    assert model.eval()(torch.randn(1, 3, 33, 47))["out"].shape == (1, 5, 33, 47)
+
+
+def test_bam_at_stage_boundaries():
+    """BAM's placement: on the output of the last block of stages 1-3 (position "out")."""
+    placement = ((-1,), (-1,), (-1,), ())
+    cfg = _with(
+        tiny_config(), backbone={"attention": "bam", "attention_placement": placement, "attention_position": "out"}
+    )
+    backbone = build_model(cfg).backbone.eval()
+    assert sorted(backbone.added_modules()) == ["layer1.0.attention", "layer2.0.attention", "layer3.1.attention"]
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        c1 = backbone.layer1(backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x)))))
+        block = backbone.layer1[0]
+        attention, block.attention = block.attention, None
+        plain = backbone.layer1(backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x)))))
+    torch.testing.assert_close(c1, attention(plain))  # applied after the residual add and ReLU
+
+
+def test_low_level_fusion_from_the_config():
+    cfg = load_config(
+        ROOT / "configs/demo.yaml",
+        ["model.head=ppm", "model.head_args.ppm.low_level=seb", "model.head_args.ppm.low_level_stage=1"],
+    )
+    model = build_model(cfg).eval()
+    assert model.head.in_stages == (4, 1) and model.head.low_level.out_channels == 64
+    assert model(torch.randn(1, 3, 65, 97))["out"].shape == (1, 19, 65, 97)
+
+
+def _imagenet_backbone_file(tmp_path, **resnet):
+    """A converted ImageNet backbone file (our ``{"backbone": state_dict}`` format) with random weights."""
+    plain = ResNet(50, stage_blocks=(1, 1, 2, 3), base_width=8, **resnet)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.normal_()
+    path = tmp_path / "r50_init.pth"
+    torch.save({"backbone": plain.state_dict()}, path)
+    return plain.state_dict(), path
+
+
+@pytest.mark.parametrize(
+    "name, loads_conv, loads_norm",
+    [("acnet", True, True), ("sk", True, True), ("split_attention", False, False), ("dwsep", False, True)],
+)
+def test_dense_imagenet_weights_initialise_block_convs_where_shapes_allow(tmp_path, name, loads_conv, loads_norm):
+    dense, path = _imagenet_backbone_file(tmp_path)
+    cfg = _with(tiny_config(), backbone={"block_conv": name, "attention": None})
+    backbone = build_model(cfg).backbone
+    report = load_backbone_weights(backbone, str(path))
+    block = backbone.layer2[0]
+    aliases = type(block.conv2).DENSE_ALIASES
+    if loads_conv:
+        conv = block.conv2.get_submodule(aliases["conv"])
+        assert torch.equal(conv.weight, dense["layer2.0.conv2.weight"])
+    else:
+        assert any(k.startswith("layer2.0.conv2.weight (") for k in report.dropped)
+    norm = block.conv2.get_submodule(aliases["norm"]) if block.conv2.normalizes_output and loads_norm else block.bn2
+    if loads_norm:
+        assert torch.equal(norm.running_var, dense["layer2.0.bn2.running_var"])
+    # every other tensor of the plain ResNet loaded by name; the report names what kept its init
+    assert torch.equal(backbone.layer2[0].conv3.weight, dense["layer2.0.conv3.weight"])
+    assert "layer2.0.conv2" in str(report) and "not initialised by the file" in str(report)
+
+
+def test_custom_lr_multipliers(tmp_path):
+    cfg = _with(tiny_config(), backbone={"attention": "se"})
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, custom_lr_mults={"attention": 10.0}))
+    model = build_model(cfg)
+    groups = {g["name"]: g for g in build_optimizer(model, cfg.optim).param_groups}
+    assert set(groups) == {"backbone", "heads", "custom:attention"}
+    assert groups["custom:attention"]["lr"] == pytest.approx(10 * cfg.optim.lr)
+    assert groups["heads"]["lr"] == pytest.approx(cfg.optim.head_lr_mult * cfg.optim.lr)
+    attention = {id(p) for n, p in model.named_parameters() if ".attention." in n}
+    assert {id(p) for p in groups["custom:attention"]["params"]} == attention
+    total = sum(len(g["params"]) for g in groups.values())
+    assert total == len(list(model.parameters()))
+    # the default is the official recipe: two groups
+    default = build_optimizer(build_model(tiny_config()), tiny_config().optim)
+    assert [g["name"] for g in default.param_groups] == ["backbone", "heads"]
+    typo = dataclasses.replace(cfg.optim, custom_lr_mults={"atention": 10.0})
+    with pytest.raises(ValueError, match=r"optim.custom_lr_mults: \['atention'\] match no parameter name"):
+        build_optimizer(model, typo)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.head=pmm", "model.head: unknown name 'pmm'; did you mean 'ppm'? Choose from ['aspp', 'cc', 'fcn'"),
+        ("model.backbone.attention=sse", "model.backbone.attention: unknown name 'sse'"),
+        ("model.backbone.block_conv=skk", "model.backbone.block_conv: unknown name 'skk'; did you mean 'sk'?"),
+        (
+            "model.head_args.mpm.in_stage=5",
+            "model.head_args.mpm.in_stage: stage 5 does not exist: the backbone returns stages 1-4",
+        ),
+        (
+            "model.head_args.mpm.low_level_stage=7",
+            "model.head_args.mpm.low_level_stage: stage 7 does not exist",
+        ),
+        ("model.head_args.mpm.context_args.pool_size=[4]", "model.head_args.mpm.context_args: MixedPooling has no"),
+        ("model.head_args.pmm.dropout=0", "model.head_args: unknown name 'pmm'; did you mean 'ppm'?"),
+        (
+            "model.backbone.attention_args.se.reductoin=4",
+            "model.backbone.attention_args.se: SqueezeExcitation has no argument 'reductoin'; "
+            "did you mean 'reduction'? Its arguments: ['reduction']",
+        ),
+        ("model.backbone.block_conv_args.sk.stride=2", "are set by the model builder, not by the config"),
+        ("model.backbone.attention_args.bam.fusion=max", "model.backbone.attention_args.bam: BAM: fusion must be"),
+    ],
+)
+def test_bad_module_config_names_the_key_and_the_choices(override, message):
+    extra = ["model.backbone.block_conv=sk"] if "block_conv_args" in override else []
+    extra += ["model.backbone.attention=bam"] if "bam" in override else []
+    cfg = load_config(ROOT / "configs/demo.yaml", [*extra, override])
+    with pytest.raises(BuildError) as err:
+        build_model(cfg)
+    assert message in str(err.value)
+
+
+def test_switching_the_head_keeps_each_heads_arguments():
+    """head_args holds every head's arguments by name: switching the head never hands SP head args to PPM."""
+    cfg = load_config(ROOT / "configs/ade20k/spnet_r50.yaml", ["model.head=ppm", "model.backbone.pretrained=null"])
+    assert cfg.model.head_args["mpm"]["num_context"] == 2  # still there, unused
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert type(model.head.context[0]).__name__ == "PyramidPooling"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["model.head=ppm", "model.backbone.attention=se"])
+def test_train_cli_switches_the_module_from_the_command_line(synthetic_ade20k, tmp_path, override):
+    """The issue's command: the ADE20K SPNet config, one module changed by a command-line override."""
+    small = [  # the same structure at a size the CPU runs in seconds
+        "model.backbone.stage_blocks=[1, 1, 1, 3]",
+        "model.backbone.base_width=8",
+        "model.backbone.pretrained=null",
+        "data.augment.crop_size=[64, 64]",
+        "train.batch_size=2",
+        "train.per_device_batch=null",
+        "train.num_workers=0",
+        "train.eval_max_images=1",
+        "train.log_interval=1",
+    ]
+    command = [
+        sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/ade20k/spnet_r50.yaml"), override,
+        "train.max_iters=2", f"data.root={synthetic_ade20k}", f"train.work_dir={tmp_path}", *small,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "train.log").read_text()
+    assert len(re.findall(r"iter \d/2 loss [\d.]+", log)) == 2
+    saved = load_config(tmp_path / "config.yaml")
+    if override == "model.head=ppm":
+        assert saved.model.head == "ppm"
+    else:
+        assert saved.model.backbone.attention == "se"
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    expected = "head.context.0.levels.0.0.weight" if "head" in override else "backbone.layer4.0.attention.fc1.weight"
+    assert expected in state["model"]
