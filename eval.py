@@ -31,6 +31,7 @@ from datasets import build_dataset
 from datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
 from datasets.sampler import ShardSampler
 from models import build_model
+from models.modules import fold_model
 from models.weights import load_model_weights
 from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
@@ -66,6 +67,13 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--base-size", type=int, help="long side at scale 1.0 (spnet, encoding profiles)")
     parser.add_argument("--window-batch", type=int, help="windows per forward pass (memory)")
+    parser.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold every conv+BatchNorm pair and ACNet block into one conv before inference (default: on; exact "
+        "up to float rounding, checked on a sample when folding; --no-fuse runs the modules as trained)",
+    )
 
 
 def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
@@ -76,6 +84,14 @@ def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
     }  # fmt: skip
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
     return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes))
+
+
+def prepare_for_inference(model: torch.nn.Module, fuse: bool, device: torch.device) -> str:
+    """Fold conv+BN pairs (and ACNet blocks) of the eval-mode ``model`` in place; says what it did."""
+    if not fuse:
+        return "folding: off (--no-fuse)"
+    example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    return f"folding: {fold_model(model, example)}"
 
 
 def prediction_writer(folder: Path, fmt: str, dataset_name: str, palette) -> Any:
@@ -118,10 +134,12 @@ def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     model = build_model(cfg, load_pretrained=False)
     report = load_model_weights(model, args.checkpoint)
     model = model.to(d.device).eval()
+    fused = prepare_for_inference(model, args.fuse, d.device)
     protocol = Protocol.from_config(cfg.eval)
     if d.is_main:
         print(
-            f"{report}\nprotocol: {protocol}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True
+            f"{report}\n{fused}\nprotocol: {protocol}\n{len(dataset)} {split} images on {d.world_size} process(es)",
+            flush=True,
         )
     loader = DataLoader(
         dataset,
@@ -157,7 +175,8 @@ def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     if profile_all != miou_over_all:
         results["miou_profile"] = metrics["miou_all_classes"] if profile_all else metrics["miou"]
     results.update(
-        split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), checkpoint=str(args.checkpoint),
+        split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), fused=args.fuse,
+        checkpoint=str(args.checkpoint),
         checkpoint_sha256=report.sha256, world_size=d.world_size, device=str(d.device),
         timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),
     )  # fmt: skip

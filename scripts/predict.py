@@ -4,7 +4,7 @@
         --input data/synthetic_cityscapes/leftImg8bit/test --output predictions/
     python scripts/predict.py --config CFG --checkpoint CKPT --input photo.jpg --output out/ --scales 0.75 1 1.25
 
-Takes the same protocol flags as eval.py (profile, mode, crop, stride, scales, flip, base size) and
+Takes the same protocol flags as eval.py (profile, mode, crop, stride, scales, flip, base size, fuse) and
 runs the same inference code. No labels needed; --input is an image or a folder (searched
 recursively for .jpg, .jpeg and .png).
 """
@@ -28,7 +28,7 @@ from datasets import class_info  # noqa: E402
 from datasets.base import read_image  # noqa: E402
 from datasets.folder import IMAGE_SUFFIXES  # noqa: E402
 from datasets.transforms import eval_transforms  # noqa: E402
-from eval import add_protocol_args, eval_config  # noqa: E402
+from eval import add_protocol_args, eval_config, prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
 from utils.config import load_config  # noqa: E402
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, load_pretrained=False)
     print(load_model_weights(model, args.checkpoint))
     model = model.to(args.device).eval()
+    print(prepare_for_inference(model, args.fuse, torch.device(args.device)))
     protocol = Protocol.from_config(cfg.eval)
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -251,3 +251,36 @@ def test_predict_writes_masks_and_overlays_like_eval(synthetic_cityscapes, check
         assert overlay.size == Image.open(image).size and overlay.mode == "RGB"
         name = image.stem.removesuffix("_leftImg8bit")
         assert np.array_equal(mask, np.asarray(Image.open(tmp_path / "eval" / f"{name}.png")))  # the same inference
+
+
+@pytest.mark.slow
+def test_fused_inference_equals_the_model_as_trained(synthetic_cityscapes, tmp_path):
+    """--fuse (the default) folds every conv+BN pair: the same predictions as --no-fuse, up to rounding."""
+    torch.manual_seed(1)
+    from utils.config import config_from_dict, config_to_dict
+
+    full = config_to_dict(tiny_config())
+    full["model"]["num_classes"] = 19
+    model = build_model(config_from_dict(full), load_pretrained=False)
+    for m in model.modules():  # trained-looking statistics, so that folding changes every weight
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict(), "config": full}, path)
+    results = {}
+    for flag in ("--fuse", "--no-fuse"):
+        out, pred = tmp_path / f"{flag}.json", tmp_path / flag
+        assert (
+            _eval(synthetic_cityscapes, path, flag, "--mode", "whole", "--out", str(out), "--save-pred", str(pred)) == 0
+        )
+        results[flag] = json.loads(out.read_text())
+    assert results["--fuse"]["fused"] is True and results["--no-fuse"]["fused"] is False
+    assert abs(results["--fuse"]["miou"] - results["--no-fuse"]["miou"]) < 1e-3
+    same = [
+        np.mean(np.asarray(Image.open(p)) == np.asarray(Image.open(tmp_path / "--no-fuse" / p.name)))
+        for p in sorted((tmp_path / "--fuse").glob("*.png"))
+    ]
+    assert len(same) == 3 and min(same) > 0.999

@@ -239,3 +239,41 @@ def test_train_cli_switches_the_module_from_the_command_line(synthetic_ade20k, t
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     expected = "head.context.0.levels.0.0.weight" if "head" in override else "backbone.layer4.0.attention.fc1.weight"
     assert expected in state["model"]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+COMPARE = sorted((ROOT / "configs/ade20k/compare").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", COMPARE, ids=lambda p: p.stem)
+def test_comparison_configs_change_only_their_module(path):
+    """Each comparison row is the SPNet R50 ADE20K recipe with only the head or the block attention changed."""
+    from utils.config import config_to_dict
+
+    base = _flatten(config_to_dict(load_config(ROOT / "configs/ade20k/spnet_r50.yaml")))
+    row = _flatten(config_to_dict(load_config(path)))
+    changed = {k for k in base.keys() | row.keys() if base.get(k) != row.get(k)}
+    kind, name = path.stem.split("_", 1)
+    if kind == "head":
+        assert changed <= {"model.head", "model.head_args.mpm.num_context"}
+        assert row["model.head"] == name.rstrip("12")
+    else:
+        assert changed <= {"model.backbone.attention"}
+        assert row["model.backbone.attention"] == (None if name == "none" else name)
+
+
+def test_comparison_configs_cover_every_head_and_block_attention():
+    rows = {p.stem for p in COMPARE}
+    assert {f"head_{h}" for h in HEADS if h != "mpm"} | {"head_mpm1", "head_mpm2"} == {
+        r for r in rows if r.startswith("head_")
+    }
+    assert {f"attention_{a}" for a in [*BLOCK_ATTENTION, "none"]} == {r for r in rows if r.startswith("attention_")}

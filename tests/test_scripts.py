@@ -151,3 +151,15 @@ def test_benchmark_runs_a_training_step():
     cfg = load_config(ROOT / "configs/demo.yaml")
     result = benchmark.benchmark(cfg, size=(64, 96), batch=2, mode="train", iters=2, warmup=1)
     assert result["images_per_second"] > 0 and result["seconds_per_iter"] > 0 and result["batch"] == 2
+
+
+def test_benchmark_folded_inference_and_side_by_side_comparison():
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    result = benchmark.benchmark(cfg, size=(64, 96), mode="inference", iters=2, warmup=1, fuse=True)
+    assert result["fused"] is True and result["seconds_per_iter"] > 0
+    with pytest.raises(ValueError, match="does not apply to --mode train"):
+        benchmark.benchmark(cfg, size=(64, 96), mode="train", fuse=True)
+    r = benchmark.compare_fuse(cfg, size=(64, 96), iters=2, warmup=1)
+    assert r["folding"].startswith("folded 55 conv+BN pairs")  # every pair the demo model runs at inference
+    assert r["max_abs_logit_difference"] < 1e-4 * max(1.0, r["max_abs_logit"])
+    assert r["speedup"] == pytest.approx(r["seconds_plain"] / r["seconds_fused"])
