@@ -208,7 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-
 def _fuse_sentence(config: str, r: dict) -> str:
     return (
         f"{config}: inference 1x3x{r['size'][0]}x{r['size'][1]} on {r['device']} ({r['threads']} threads), "
