@@ -262,14 +262,16 @@ def fit_dense_weights(backbone: nn.Module, state_dict: StateDict) -> tuple[State
         if module.normalizes_output:  # the block has no norm after the conv: the dense bn2 goes inside
             sources[f"{block}.bn2."] = aliases.get("norm")
         for prefix, target in sources.items():
+            reasons = set()
             for key in [k for k in sd if k.startswith(prefix)]:
                 value = sd.pop(key)
                 new_key = f"{name}.{target}.{key[len(prefix) :]}" if target else None
                 if new_key in model_keys and model_keys[new_key].shape == value.shape:
                     sd[new_key] = value
                 else:
-                    why = "no dense counterpart" if new_key not in model_keys else "shape differs"
-                    unfit.append(f"{key} ({type(module).__name__}: {why})")
+                    reasons.add("no dense counterpart" if new_key not in model_keys else "shape differs")
+            if reasons:
+                unfit.append(f"{prefix}* ({type(module).__name__}: {', '.join(sorted(reasons))})")
     return sd, unfit
 
 
