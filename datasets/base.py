@@ -28,10 +28,20 @@ class DatasetError(ValueError):
     """The data on disk would train wrongly; the message names the file(s) and the fix."""
 
 
+class MissingFolderError(DatasetError):
+    """A split's folder is absent; ``path`` lets the dataset doctor say so in one line for optional splits."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def require_dir(path: Path, layout: str) -> Path:
     """``path`` if it is a directory, else an error that shows the expected layout."""
     if not path.is_dir():
-        raise DatasetError(f"folder not found: {path}\nExpected layout:\n{layout}\nSet data.root=/path/to/the/root.")
+        raise MissingFolderError(
+            f"folder not found: {path}\nExpected layout:\n{layout}\nSet data.root=/path/to/the/root.", path
+        )
     return path
 
 
@@ -58,18 +68,49 @@ def pair_files(
     return [(images[k], masks[k]) for k in sorted(images) if k in masks]
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB.
+# Modes with 8 bits per channel, which convert("RGB") turns into RGB without losing data. Pillow
+# opens 48-bit RGB PNGs as plain "RGB" (the high byte of each channel), so they read correctly too.
+_EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+# 16-bit greyscale; some Pillow versions open 16-bit PNGs as 32-bit "I".
+_INTEGER_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
-    Decoded with Pillow: torchvision.io's decoders are deprecated since torchvision 0.29 (in
-    favour of TorchCodec, one more dependency). Measured on 1024x2048 PNGs: 65 ms vs 60 ms.
+
+def read_image(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB; 16-bit greyscale is scaled to 8 bits, not clipped, and other modes are refused.
+
+    convert("RGB") clips 16-bit values at 255, which turns a 16-bit image almost white and trains on
+    it silently. Decoded with Pillow: torchvision.io's decoders are deprecated since torchvision 0.29
+    (in favour of TorchCodec, one more dependency). Measured on 1024x2048 PNGs: 65 ms vs 60 ms.
     """
     try:
         with Image.open(path) as image:
-            array = np.array(image.convert("RGB") if image.mode != "RGB" else image)
+            mode = image.mode
+            if mode in _EIGHT_BIT_MODES:
+                array = np.array(image.convert("RGB") if mode != "RGB" else image)
+            elif mode in _INTEGER_MODES:
+                array = np.array(image)
+            else:
+                array = None
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for corrupt or truncated files
         raise DatasetError(f"cannot decode image {path}: {err}. Re-download or remove the file.") from err
+    if array is None:
+        kind = "a 32-bit float" if mode == "F" else f"an unsupported {mode}"
+        raise DatasetError(f"image {path} is {kind} image (mode {mode}); convert it to 8-bit RGB (PNG or JPEG)")
+    if mode in _INTEGER_MODES:
+        array = _grey16_to_rgb8(array, path, mode)
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _grey16_to_rgb8(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    """(H, W) values 0..65535 -> (H, W, 3) uint8 round(v / 257): exact for 8-bit values saved as v * 257."""
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise DatasetError(
+            f"image {path} is a 32-bit integer image (mode {mode}) with values {low}..{high}, outside the 16-bit "
+            "range 0..65535; convert it to 8-bit RGB (PNG or JPEG)"
+        )
+    grey = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257) in integers
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def read_mask(path: Path) -> torch.Tensor:

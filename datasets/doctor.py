@@ -3,21 +3,25 @@
 The classic silent failure in segmentation is a wrong label space: train ids saved under a labelIds
 name, ADE20K annotations already shifted to 0-based, masks in another class order. Training then
 runs and reports near-zero mIoU days later. ``check_dataset`` reads the masks' raw values and says
-which label space they are in, next to what the loader will assume.
+which label space they are in, next to what the loader will assume. It also decodes every image
+and mask in full, as training will: a truncated file has a valid header and only fails when its
+pixels are read, hours into a run.
 """
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from tqdm import tqdm
 
 from . import ade20k, cityscapes
-from .base import IGNORE_INDEX, DatasetError, SegmentationDataset, read_mask
+from .base import IGNORE_INDEX, DatasetError, MissingFolderError, SegmentationDataset, read_image, read_mask
 
 
 @dataclass
@@ -42,8 +46,15 @@ class Report:
         return "\n".join(out)
 
 
+# Splits a tree may leave out, and why one would want them.
+_OPTIONAL = {
+    "test": "only needed for test-set submissions",
+    "train_extra": "only needed to train on the coarse annotations",
+}
+
+
 def _splits(name: str, root: Path) -> dict[str, int | None]:
-    """Splits to check, with their official image counts (None: no official count)."""
+    """Splits to check, with their official image counts (None: no official count); see ``_OPTIONAL``."""
     if name == "cityscapes":
         splits = {s: cityscapes.OFFICIAL_COUNTS[s] for s in ("train", "val", "test")}
         if (root / "leftImg8bit" / "train_extra").is_dir():
@@ -55,9 +66,18 @@ def _splits(name: str, root: Path) -> dict[str, int | None]:
 
 
 def check_dataset(
-    name: str, root: str | Path, *, dataset_args: dict[str, Any] | None = None, max_masks: int = 200
+    name: str,
+    root: str | Path,
+    *,
+    dataset_args: dict[str, Any] | None = None,
+    max_masks: int = 200,
+    max_images: int | None = None,
 ) -> Report:
-    """Validate every split of dataset ``name`` at ``root``; read up to ``max_masks`` masks per split."""
+    """Validate every split of dataset ``name`` at ``root``.
+
+    Decodes every image and mask (or ``max_images`` evenly spaced samples per split), since a
+    header can be fine where the pixels are truncated; label statistics use ``max_masks`` masks.
+    """
     from . import DATASETS
 
     report = Report()
@@ -70,55 +90,92 @@ def check_dataset(
         try:
             dataset = DATASETS[name](root, split, **(dataset_args or {}))
         except (DatasetError, FileNotFoundError, ValueError) as err:
-            (report.warnings if split in ("test", "train_extra") else report.problems).append(f"{split}: {err}")
+            if split not in _OPTIONAL:
+                report.problems.append(f"{split}: {err}")
+            elif isinstance(err, MissingFolderError):  # the layout block is for required splits
+                report.warnings.append(f"{split}: not found at {err.path} (optional: {_OPTIONAL[split]})")
+            else:
+                report.warnings.append(f"{split}: {err}")
             continue
         count = f"{len(dataset)} images" + (f" (official: {official})" if official else "")
         if official and len(dataset) != official:
             report.warnings.append(f"{split}: {len(dataset)} images where the official split has {official}")
         report.lines.append(f"{split}: {count}")
-        _check_sizes(dataset, split, report)
-        if dataset.samples and dataset.samples[0][1] is not None:
-            _check_labels(name, dataset, split, report, max_masks)
+        has_masks = bool(dataset.samples) and dataset.samples[0][1] is not None
+        label_indices = _evenly_spaced(len(dataset), max_masks) if has_masks else []
+        mask_counts = _check_files(dataset, split, report, _evenly_spaced(len(dataset), max_images), label_indices)
+        if has_masks:
+            _check_labels(name, dataset, split, report, mask_counts, root)
     return report
 
 
-def _check_sizes(dataset: SegmentationDataset, split: str, report: Report) -> None:
-    sizes: dict[tuple[int, int], int] = {}
-    mismatched = []
-    for image_path, mask_path in dataset.samples:
-        try:
-            with Image.open(image_path) as image:
-                size = image.size
-            if mask_path is not None:
-                with Image.open(mask_path) as mask:
-                    if mask.size != size:
-                        mismatched.append(f"{mask_path} ({mask.size} vs image {size})")
-        except OSError as err:
-            report.problems.append(f"{split}: cannot read {image_path} or its mask: {err}")
-            continue
-        sizes[size] = sizes.get(size, 0) + 1
-    common = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+def _evenly_spaced(n: int, k: int | None) -> list[int]:
+    """At most ``k`` indices spread over range(n); all of them when ``k`` is None or >= n."""
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted({i * n // k for i in range(max(k, 0))})
+
+
+def _check_files(
+    dataset: SegmentationDataset, split: str, report: Report, indices: list[int], label_indices: list[int]
+) -> dict[int, torch.Tensor]:
+    """Decode the images and masks of ``indices`` as training will; bincounts of the label masks' values."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    mismatched, failures, counts = [], [], {}
+    decoded, labelled, files = set(indices), set(label_indices), 0
+    for index in tqdm(sorted(decoded | labelled), desc=split, file=sys.stderr, disable=None, leave=False):
+        image_path, mask_path = dataset.samples[index]
+        image = mask = None
+        if index in decoded:
+            files += 1
+            try:
+                image = read_image(image_path)
+                sizes[(image.shape[2], image.shape[1])] += 1
+            except DatasetError as err:
+                failures.append(str(err))
+        if mask_path is not None:
+            files += 1
+            try:
+                mask = read_mask(mask_path)
+            except DatasetError as err:
+                failures.append(str(err))
+        if image is not None and mask is not None and mask.shape != image.shape[1:]:
+            mask_size, image_size = (mask.shape[1], mask.shape[0]), (image.shape[2], image.shape[1])
+            mismatched.append(f"{mask_path} ({mask_size} vs image {image_size})")
+        if mask is not None and index in labelled:
+            counts[index] = torch.bincount(mask.flatten(), minlength=256)
+    with_masks = " and their masks" if dataset.samples and dataset.samples[0][1] is not None else ""
+    report.lines.append(f"  decoded {len(decoded)} of {len(dataset)} images{with_masks}")
+    common = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(3))
     report.lines.append(f"  image sizes (W x H): {common}{' ...' if len(sizes) > 3 else ''}")
+    if failures:
+        shown = "\n  ".join(failures[:5]) + ("\n  ..." if len(failures) > 5 else "")
+        report.problems.append(f"{split}: {len(failures)} of {files} files cannot be read for training:\n  {shown}")
     if mismatched:
         report.problems.append(
             f"{split}: {len(mismatched)} masks differ in size from their image, e.g. {mismatched[0]}"
         )
+    return counts
 
 
-def _check_labels(name: str, dataset: SegmentationDataset, split: str, report: Report, max_masks: int) -> None:
-    step = max(1, len(dataset) // max_masks)
-    raw_counts = torch.zeros(256, dtype=torch.int64)
-    for index in range(0, len(dataset), step):
-        raw_counts += torch.bincount(read_mask(dataset.samples[index][1]).flatten(), minlength=256)
+def _check_labels(
+    name: str, dataset: SegmentationDataset, split: str, report: Report, counts: dict[int, torch.Tensor], root: Path
+) -> None:
+    raw_counts = sum(counts.values(), torch.zeros(256, dtype=torch.int64))
     values = torch.nonzero(raw_counts).flatten().tolist()
-    report.lines.append(f"  mask values in {len(range(0, len(dataset), step))} masks: {_ranges(values)}")
+    report.lines.append(f"  mask values in {len(counts)} masks: {_ranges(values)}")
     diagnosis = _LABEL_SPACE[name](dataset, values, raw_counts) if name in _LABEL_SPACE else None
     if diagnosis:
         report.problems.append(f"{split}: {diagnosis}")
         return
     invalid = [v for v in values if dataset.lookup[v] < 0]
     if invalid:
-        report.problems.append(f"{split}: mask values {_ranges(invalid)} are not valid ({dataset.label_help})")
+        bad = [_relative(dataset.samples[i][1], root) for i, c in counts.items() if (c[dataset.lookup < 0] > 0).any()]
+        shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        report.problems.append(
+            f"{split}: mask values {_ranges(invalid)} are not valid ({dataset.label_help}): "
+            f"in {len(bad)} of {len(counts)} masks, e.g. {shown}"
+        )
         return
     mapped = torch.zeros(256, dtype=torch.int64).index_add_(0, dataset.lookup.clamp(min=0).long(), raw_counts)
     total = int(mapped.sum())
@@ -131,6 +188,13 @@ def _check_labels(name: str, dataset: SegmentationDataset, split: str, report: R
     if absent:
         shown = ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "")
         report.warnings.append(f"{split}: {len(absent)} classes never appear in the checked masks: {shown}")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _ranges(values: list[int]) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from datasets import ADE20K, Cityscapes, DatasetError, FolderDataset
+from datasets.base import read_image
 from datasets.synthetic import CLASSES as WORLD_CLASSES
 
 
@@ -99,3 +104,59 @@ def test_folder_class_list_is_checked(synthetic_folder):
         FolderDataset(synthetic_folder, "train", classes=["road", "sidewalk", "building"])[0]
     with pytest.raises(ValueError, match="ignore_value 1 must be in 3..255"):
         FolderDataset(synthetic_folder, "train", classes=["a", "b", "c"], ignore_value=1)
+
+
+# 16-bit values and what an 8-bit reader must make of them: round(v / 257), so v8 * 257 comes back as v8.
+GREY16 = np.array([[0, 128, 129, 257, 1000, 257 * 77, 257 * 200, 65535]], np.uint16)
+GREY8 = np.array([[0, 0, 1, 1, 4, 77, 200, 255]], np.uint8)
+
+
+def test_16bit_grey_image_is_scaled_not_clipped(tree):
+    path = tree / "grey16.png"
+    Image.fromarray(GREY16).save(path)  # Pillow writes and reopens it as mode I;16
+    assert np.array_equal(read_image(path).numpy(), np.repeat(GREY8[None], 3, axis=0))
+    dataset = Cityscapes(tree, "train")
+    image_path = dataset.samples[0][0]
+    values = np.random.default_rng(0).integers(0, 65536, (64, 128)).astype(np.uint16)
+    Image.fromarray(values).save(image_path)
+    image = dataset[0]["image"]
+    expected = np.floor(values / 257 + 0.5).astype(np.uint8)
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 128)
+    assert all(np.array_equal(channel, expected) for channel in image.numpy())
+    assert abs(image.float().mean().item() - 127.5) < 2  # clipping at 255 made it about 255
+
+
+def test_32bit_integer_image_in_16bit_range_reads_like_16bit(tmp_path):
+    path = tmp_path / "grey.tif"
+    Image.fromarray(GREY16.astype(np.int32)).save(path)  # mode I, as some Pillow versions open 16-bit PNGs
+    assert np.array_equal(read_image(path).numpy()[1], GREY8)
+    Image.fromarray(np.array([[-5, 70000]], np.int32)).save(path)
+    with pytest.raises(
+        DatasetError, match=re.escape(f"image {path} is a 32-bit integer image (mode I) with values -5..70000")
+    ):
+        read_image(path)
+
+
+def test_float_image_is_refused_by_name(tmp_path):
+    path = tmp_path / "depth.tif"
+    Image.fromarray(np.ones((4, 6), np.float32)).save(path)
+    with pytest.raises(
+        DatasetError, match=re.escape(f"image {path} is a 32-bit float image (mode F); convert it to 8-bit RGB")
+    ):
+        read_image(path)
+
+
+def test_48bit_rgb_png_reads_its_high_byte(tmp_path):
+    # Pillow cannot write 16-bit RGB, so write the PNG by hand: IHDR bit depth 16, colour type 2 (RGB).
+    rgb = np.array([[[0, 257, 65535], [1000, 257 * 77, 65280]]], np.uint16)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)  # filter byte 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", rgb.shape[1], rgb.shape[0], 16, 2, 0, 0, 0)
+    path = tmp_path / "rgb48.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    assert read_image(path).permute(1, 2, 0).tolist() == [[[0, 1, 255], [3, 77, 255]]]  # v >> 8: v8 * 257 -> v8

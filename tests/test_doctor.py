@@ -69,3 +69,63 @@ def test_missing_split_and_bad_masks_are_problems(synthetic_folder, tmp_path):
     assert "1 masks differ in size from their image" in problems
     assert "mask values 77 are not valid" in problems
     assert "val: folder not found" in problems
+
+
+def test_truncated_image_is_decoded_and_named(synthetic_cityscapes, tmp_path, capsys):
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_cityscapes, root)
+    broken = sorted(root.glob("leftImg8bit/val/*/*.png"))[1]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # valid header, half the pixels
+    assert check_dataset_script.main(["--dataset", "cityscapes", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "  decoded 3 of 3 images and their masks" in out
+    assert f"PROBLEM: val: 1 of 6 files cannot be read for training:\n  cannot decode image {broken}" in out
+    assert "PROBLEM: train" not in out
+
+
+def test_max_images_decodes_an_evenly_spaced_subset(synthetic_cityscapes, tmp_path):
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_cityscapes, root)
+    images = sorted(root.glob("leftImg8bit/train/*/*.png"))
+    images[1].write_bytes(images[1].read_bytes()[:200])  # of 6 samples, 2 evenly spaced are 0 and 3
+    quick = check_dataset("cityscapes", root, max_images=2)
+    assert "  decoded 2 of 6 images and their masks" in quick.lines  # train
+    assert "  decoded 2 of 3 images and their masks" in quick.lines  # val
+    assert "  image sizes (W x H): 128x64: 2" in quick.lines and quick.ok
+    assert "  mask values in 6 masks: 1, 7-8, 11-13, 17, 20-23, 26" in quick.lines  # --max-masks still applies
+    full = check_dataset("cityscapes", root)
+    assert "  decoded 6 of 6 images and their masks" in full.lines
+    [problem] = full.problems  # Pillow's own words in between vary with its version
+    assert problem.startswith(f"train: 1 of 12 files cannot be read for training:\n  cannot decode image {images[1]}: ")
+    assert problem.endswith(". Re-download or remove the file.")
+
+
+def test_invalid_mask_values_name_the_files(synthetic_cityscapes, tmp_path):
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_cityscapes, root)
+    masks = sorted(root.glob("gtFine/val/*/*_labelIds.png"))
+    for path in (masks[0], masks[2]):
+        labels = np.asarray(Image.open(path)).copy()
+        labels[5, 5:8] = 200
+        Image.fromarray(labels).save(path)
+    report = check_dataset("cityscapes", root)
+    first, last = (str(p.relative_to(root)) for p in (masks[0], masks[2]))
+    assert report.problems == [
+        f"val: mask values 200 are not valid (Cityscapes labelIds are 0..33): in 2 of 3 masks, e.g. {first}, {last}"
+    ]
+
+
+def test_missing_optional_split_is_one_warning_line(synthetic_cityscapes, tmp_path, capsys):
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_cityscapes, root)
+    shutil.rmtree(root / "leftImg8bit/test")
+    assert check_dataset_script.main(["--dataset", "cityscapes", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    warning = (
+        f"WARNING: test: not found at {root / 'leftImg8bit/test'} (optional: only needed for test-set submissions)"
+    )
+    assert warning in out.splitlines()
+    assert "Expected layout" not in out and [line for line in out.splitlines() if "test:" in line] == [warning]
+    shutil.rmtree(root / "gtFine/val")  # a required split keeps the layout block, as a problem
+    report = check_dataset("cityscapes", root)
+    assert report.problems[0].startswith(f"val: folder not found: {root / 'gtFine/val'}\nExpected layout:\n")
