@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+TITLES = ("image", "ground truth", "prediction")
+IGNORE_INDEX = 255
 
 
 def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -28,8 +31,14 @@ def prediction_panel(
     palette: Sequence[Sequence[int]],
     mean: Sequence[float],
     std: Sequence[float],
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """One row per sample: input | ground truth | prediction."""
+    """Column titles, then one row per sample (input | ground truth | prediction), then a colour legend.
+
+    The legend (only with ``class_names``) lists the classes present in the shown ground truths or
+    predictions, and "ignore" if a ground truth has it. The text is drawn into the picture so the PNG
+    and TensorBoard show the same thing. Returns (H, W, 3) uint8.
+    """
     rows = [
         np.concatenate(
             [denormalize(s["image"], mean, std), colorize(s["mask"], palette), colorize(s["prediction"], palette)],
@@ -39,7 +48,81 @@ def prediction_panel(
     ]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return np.concatenate(rows, axis=0)
+    size = min(20, max(10, width // 80))  # font pixels: 19 for the demo's 1536-px panel, 10 for thumbnails
+    bands = [_title_band(width, rows[0].shape[1] // 3, size), *rows]
+    if class_names is not None:
+        ids = legend_classes(samples, len(class_names))
+        bands.append(_legend_band(ids, class_names, palette, width, size))
+    return np.concatenate(bands, axis=0)
+
+
+def legend_classes(samples: Sequence[dict[str, torch.Tensor]], num_classes: int) -> list[int]:
+    """Train ids present in the ground truths or predictions, in class order, then 255 if a ground truth has it."""
+    truth = set().union(*(np.unique(np.asarray(s["mask"])).tolist() for s in samples))
+    shown = truth.union(*(np.unique(np.asarray(s["prediction"])).tolist() for s in samples))
+    return sorted(k for k in shown if 0 <= k < num_classes) + [IGNORE_INDEX] * (IGNORE_INDEX in truth)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font; Pillow < 10.1 has only one fixed-size bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _text_box(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> tuple[int, int]:
+    """(offset of the tallest glyph's top below the drawing origin, line height) of ``font``."""
+    _, top, _, bottom = font.getbbox("Agy")
+    return top, bottom - top
+
+
+def _title_band(width: int, column: int, size: int) -> np.ndarray:
+    """White band with the titles centred over the first row's three columns."""
+    for s in range(size, 7, -1):  # shrink until the longest title fits its column
+        font = _font(s)
+        if max(font.getbbox(t)[2] for t in TITLES) <= column - 4:
+            break
+    top, line = _text_box(font)
+    pad = max(2, size // 3)
+    band = Image.new("RGB", (width, line + 2 * pad), "white")
+    for i, title in enumerate(TITLES):
+        # Drawn on a tile of the column's width so a title wider than a narrow image is clipped to its column.
+        tile = Image.new("RGB", (column, band.height), "white")
+        left, _, right, _ = font.getbbox(title)
+        ImageDraw.Draw(tile).text(((column - right - left) // 2, pad - top), title, fill="black", font=font)
+        band.paste(tile, (i * column, 0))
+    return np.asarray(band)
+
+
+def _legend_band(
+    ids: Sequence[int],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    width: int,
+    size: int,
+) -> np.ndarray:
+    """White band of colour swatches and class names, wrapped onto as many lines as ``width`` needs."""
+    font = _font(size)
+    top, line = _text_box(font)
+    pad, gap = max(2, size // 3), max(4, size // 2)
+    colours = np.zeros((256, 3), np.uint8)  # the same lookup as colorize: ignore and unknown ids are black
+    colours[: len(palette)] = np.asarray(palette, np.uint8)
+    entries, x, y = [], pad, pad
+    for k in ids:
+        name = "ignore" if k == IGNORE_INDEX else class_names[k]
+        entry_width = line + gap // 2 + font.getbbox(name)[2]
+        if x > pad and x + entry_width > width - pad:  # start a new line
+            x, y = pad, y + line + gap
+        entries.append((x, y, name, tuple(int(c) for c in colours[k])))
+        x += entry_width + 2 * gap
+    band = Image.new("RGB", (width, y + line + pad), "white")
+    draw = ImageDraw.Draw(band)
+    for x, y, name, colour in entries:
+        # The grey outline keeps white or near-white class colours visible on the white band.
+        draw.rectangle((x, y, x + line - 1, y + line - 1), fill=colour, outline=(128, 128, 128))
+        draw.text((x + line + gap // 2, y - top), name, fill="black", font=font)
+    return np.asarray(band)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
