@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
 from models.modules import fold_model  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-fuse", action="store_true", help="plain vs folded inference, alternating")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_intermixed_args(argv)
 
     cfg = load_config(args.config, args.overrides)
     if args.compare_fuse:
@@ -218,4 +220,4 @@ def _fuse_sentence(config: str, r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

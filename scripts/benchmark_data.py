@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import build_dataset  # noqa: E402
 from datasets.base import read_image  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", help="default: the config's train split")
     parser.add_argument("--images", type=int, default=48, help="samples to time (cycling over the dataset)")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_intermixed_args(argv)
 
     torch.set_num_threads(1)  # a DataLoader worker runs single-threaded
     torch.manual_seed(0)  # the same augmentation parameters on every run
@@ -54,4 +56,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

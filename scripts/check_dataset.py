@@ -4,9 +4,11 @@
     python scripts/check_dataset.py --dataset ade20k --root data/ADEChallengeData2016
     python scripts/check_dataset.py --dataset folder --root data/mine --arg classes='[bg, crop, weed]'
 
-Checks: the layout of every split, image counts against the official ones, image and mask sizes,
-the label space the masks are in (labelIds vs trainIds, ADE20K's 0 = other) against what the
-loader assumes, invalid mask values, and the pixel share of every class.
+Checks: the layout of every split, image counts against the official ones, that every image and
+mask decodes in full (truncated downloads, 16-bit or float images), image and mask sizes, the label
+space the masks are in (labelIds vs trainIds, ADE20K's 0 = other) against what the loader assumes,
+invalid mask values (naming the files), and the pixel share of every class. ``--max-images N``
+decodes N evenly spaced samples per split instead of all, for a quick look.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import DATASETS  # noqa: E402
 from datasets.doctor import check_dataset  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="dataset argument (YAML value)")
     parser.add_argument("--max-masks", type=int, default=200, help="masks read per split for label statistics")
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="images (and masks) decoded per split, evenly spaced; default all"
+    )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.max_images is not None and args.max_images < 1:
+        parser.error("--max-images must be at least 1")
     dataset_args = {}
     for item in args.arg:
         key, _, value = item.partition("=")
         dataset_args[key] = yaml.safe_load(value)
-    report = check_dataset(args.dataset, args.root, dataset_args=dataset_args, max_masks=args.max_masks)
+    report = check_dataset(
+        args.dataset, args.root, dataset_args=dataset_args, max_masks=args.max_masks, max_images=args.max_images
+    )
     print(report)
     return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -35,6 +35,7 @@ from models.convert import (  # noqa: E402
 )
 from models.weights import KNOWN_WEIGHTS, check_state_dict, file_digests, read_checkpoint  # noqa: E402
 from utils.checkpoint import save_atomic  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import BackboneConfig, Config, config_from_dict, config_to_dict, load_config  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def convert(fmt: str, source: Path, output: Path, config_path: str | None = None
     digests = file_digests(source, ("sha1", "sha256"))
     known = KNOWN_WEIGHTS.get(source.name)
     if known is not None and digests["sha1"] != known.sha1:
-        raise SystemExit(f"{source}: SHA-1 {digests['sha1']} differs from the published {known.sha1}; corrupt copy?")
+        raise ValueError(f"{source}: SHA-1 {digests['sha1']} differs from the published {known.sha1}; corrupt copy?")
     state_dict = unwrap_state_dict(read_checkpoint(source, "input checkpoint"))
     meta = {"source": str(source), "source_sha256": digests["sha256"], "format": fmt, "torch": str(torch.__version__)}
 
@@ -123,14 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--config", help="also check the result against this config's model")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.input.resolve() == args.output.resolve():
         parser.error("--output must differ from --input")
-    try:
-        convert(args.format, args.input, args.output, args.config)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+    convert(args.format, args.input, args.output, args.config)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.synthetic import CLASSES, WRITERS  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=0, help="test images, without labels (cityscapes only)")
     parser.add_argument("--size", nargs=2, type=int, default=(256, 512), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     counts = {"train": args.train, "val": args.val}
@@ -44,4 +46,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

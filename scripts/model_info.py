@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_intermixed_args(argv)
 
     info = model_info(load_config(args.config, args.overrides), tuple(args.size))
     if args.json:
@@ -81,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

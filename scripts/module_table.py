@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from model_info import count_parameters, model_info  # noqa: E402
 
 from models import BLOCK_ATTENTION, HEADS  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-latency", dest="repeats", action="store_const", const=0, help="skip the CPU timing")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/modules.md")
     parser.add_argument("--print", action="store_true", help="print the tables instead of writing --out")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the command line written into the doc
 
@@ -241,4 +243,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

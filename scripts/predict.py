@@ -1,12 +1,14 @@
 """Segment any images: writes <name>.png (train ids) and <name>_color.png (palette over the image).
 
     python scripts/predict.py --config configs/demo.yaml --checkpoint work_dirs/demo/best.pth \\
-        --input data/synthetic_cityscapes/leftImg8bit/test --output predictions/
+        --input data/synthetic_cityscapes/leftImg8bit/val --output predictions/
     python scripts/predict.py --config CFG --checkpoint CKPT --input photo.jpg --output out/ --scales 0.75 1 1.25
 
 Takes the same protocol flags as eval.py (profile, mode, crop, stride, scales, flip, base size, fuse) and
-runs the same inference code. No labels needed; --input is an image or a folder (searched
-recursively for .jpg, .jpeg and .png).
+runs the same inference code. No labels needed; --input is an image or a folder, searched
+recursively for .jpg, .jpeg and .png. The output mirrors the input's subfolders, so images that share
+a name in different folders never overwrite each other; an output that would replace an input is
+refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from datasets.transforms import eval_transforms  # noqa: E402
 from eval import add_protocol_args, eval_config, prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 from utils.visualize import colorize  # noqa: E402
@@ -47,6 +50,24 @@ def find_images(path: Path) -> list[Path]:
     return images
 
 
+def output_paths(images: list[Path], input_root: Path, output: Path) -> list[tuple[Path, Path]]:
+    """(mask, overlay) paths mirroring each image's place under ``input_root``; refuses to overwrite inputs."""
+    base = input_root.parent if images == [input_root] else input_root  # one image file, or a folder
+    if output.resolve() == base.resolve():
+        raise ValueError(f"--output {output} is the input folder: predictions would mix with (and replace) the images")
+    pairs = []
+    for image in images:
+        stem = output / image.relative_to(base).with_suffix("")
+        pairs.append((stem.with_name(stem.name + ".png"), stem.with_name(stem.name + "_color.png")))
+    inputs = {p.resolve() for p in images}
+    clash = [str(p) for pair in pairs for p in pair if p.resolve() in inputs]
+    if clash:
+        raise ValueError(
+            f"--output {output}: writing there would overwrite input images (e.g. {clash[0]}); choose another folder"
+        )
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -57,19 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours over the image")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_intermixed_args(argv)
 
     cfg = eval_config(load_config(args.config, args.overrides), args)
+    protocol = Protocol.from_config(cfg.eval)
+    if args.print_protocol:
+        print(protocol)
+        return 0
+    images = find_images(args.input)
+    outputs = output_paths(images, args.input, args.output)  # before the model: fail fast
     _, palette = class_info(cfg)
     model = build_model(cfg, load_pretrained=False)
     print(load_model_weights(model, args.checkpoint))
     model = model.to(args.device).eval()
     print(prepare_for_inference(model, args.fuse, torch.device(args.device)))
-    protocol = Protocol.from_config(cfg.eval)
+    print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
-    args.output.mkdir(parents=True, exist_ok=True)
-    images = find_images(args.input)
-    for path in tqdm(images, unit="img", disable=None):
+    for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
         raw = read_image(path)
         image = normalize(tv_tensors.Image(raw))[None].to(args.device)
         scores = infer(
@@ -78,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         prediction = scores.argmax(0).to(torch.uint8).cpu().numpy()
         overlay = (1 - args.alpha) * raw.permute(1, 2, 0).numpy() + args.alpha * colorize(prediction, palette)
-        Image.fromarray(prediction).save(args.output / f"{path.stem}.png")
-        Image.fromarray(overlay.round().astype(np.uint8)).save(args.output / f"{path.stem}_color.png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(prediction).save(mask_path)
+        Image.fromarray(overlay.round().astype(np.uint8)).save(overlay_path)
     print(f"wrote {2 * len(images)} files to {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

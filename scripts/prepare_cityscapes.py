@@ -25,6 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, LAYOUT  # noqa: E402
+from utils.cli import add_debug_flag, run  # noqa: E402
 
 LOOKUP = np.full(256, 255, np.uint8)
 for _id, _train_id in LABEL_ID_TO_TRAIN_ID.items():
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("auto", "cityscapesscripts", "ours"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing *_labelTrainIds.png")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     files = sorted(args.root.glob("gtFine/*/*/*_labelIds.png")) + sorted(args.root.glob("gtCoarse/*/*/*_labelIds.png"))
@@ -78,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

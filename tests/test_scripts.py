@@ -135,7 +135,7 @@ def test_convert_encoding_backbone_and_use_it_as_init(tmp_path):
 
 def test_convert_rejects_the_wrong_format(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "tv18.pth")
-    with pytest.raises(SystemExit, match="the standard stem, which is the 'torchvision-resnet' format"):
+    with pytest.raises(ValueError, match="the standard stem, which is the 'torchvision-resnet' format"):
         convert_checkpoint.main(
             ["--format", "encoding-resnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "o.pth")]
         )
@@ -143,7 +143,7 @@ def test_convert_rejects_the_wrong_format(tmp_path):
         ["--format", "torchvision-resnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "o.pth")]
     )
     assert torch.load(tmp_path / "o.pth", weights_only=True)["meta"]["format"] == "torchvision-resnet"
-    with pytest.raises(SystemExit, match="not part of the official SPNet layout"):
+    with pytest.raises(ValueError, match="not part of the official SPNet layout"):
         convert_checkpoint.main(
             ["--format", "official-spnet", "--input", str(tmp_path / "tv18.pth"), "--output", str(tmp_path / "p.pth")]
         )

@@ -1,0 +1,68 @@
+"""Every command-line tool, run as a user runs it: a user error is one ``error:`` line and exit code 2,
+``--debug`` shows the traceback, and config overrides are accepted anywhere on the line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+DEMO = "configs/demo.yaml"
+USER_ERRORS = {  # command -> what the one line must say
+    "train.py --config configs/nowhere.yaml": "config file not found: ",
+    "train.py --config configs/demo.yaml train.max_iter=5": "unknown key 'train.max_iter'; did you mean 'max_iters'?",
+    "train.py --config configs/demo.yaml train.max_iters=0": "train.max_iters = 0 must be >= 1",
+    "train.py --config configs/demo.yaml data.root=/nonexistent/cs": "folder not found: /nonexistent/cs",
+    "eval.py --config configs/demo.yaml --checkpoint /nonexistent/best.pth": "/nonexistent/best.pth",
+    "scripts/predict.py --config configs/demo.yaml --checkpoint x.pth --input /nonexistent --output /tmp/o": "--input",
+    "scripts/model_info.py --config configs/demo.yaml model.head=pmm": "model.head: unknown name 'pmm'",
+    "scripts/benchmark.py --config configs/demo.yaml --amp fp16 --device cpu": "fp16 autocast is for CUDA",
+    "scripts/convert_checkpoint.py --format encoding-resnet --input /nonexistent.pth --output /tmp/x.pth": (
+        "/nonexistent.pth"
+    ),
+    "scripts/check_dataset.py --dataset cityscapes --root /nonexistent": "/nonexistent",
+}
+
+
+def _run(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command.split()], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", sorted(USER_ERRORS), ids=lambda c: c.split()[0] + " " + c.split()[-1][:30])
+def test_user_errors_are_one_line(command):
+    result = _run(command)
+    if command.startswith("scripts/check_dataset.py"):  # the doctor reports problems and exits 1, by design
+        assert result.returncode == 1 and USER_ERRORS[command] in result.stdout and "Traceback" not in result.stderr
+        return
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and USER_ERRORS[command] in result.stderr, result.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = _run("train.py --config configs/demo.yaml train.max_iter=5 --debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_overrides_are_accepted_anywhere():
+    """As users type them: after a flag, between flags, before the config."""
+    for command in (
+        "train.py --config configs/demo.yaml --print-config train.max_iters=5",
+        "train.py train.max_iters=5 --config configs/demo.yaml --print-config",
+        "train.py --print-config train.max_iters=5 --config configs/demo.yaml model.num_classes=7",
+    ):
+        result = _run(command)
+        assert result.returncode == 0, result.stderr
+        printed = yaml.safe_load(result.stdout)
+        assert printed["train"]["max_iters"] == 5
+    assert printed["model"]["num_classes"] == 7
+    info = _run("scripts/model_info.py --json model.head=ppm --config configs/demo.yaml --size 64 64")
+    assert info.returncode == 0, info.stderr
+    assert '"input_size": [\n    64,\n    64\n  ]' in info.stdout

@@ -1,0 +1,47 @@
+"""Command-line entry points: a user error is one ``error: ...`` line and exit code 2, not a traceback.
+
+Every script ends with ``sys.exit(run(main))``. Errors a user can fix (a config typo, a missing
+folder, a file that does not fit) are ``ValueError``s or missing/unwritable paths; they print their
+message, which names the key or file and the fix. Anything else is a bug and keeps its traceback.
+``--debug`` shows the traceback of user errors too, and a run's log file always gets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+DEBUG_HELP = "on an error, show the full traceback (user errors are otherwise one line)"
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+
+
+def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """``main(argv)``; a user error prints ``error: <message>`` on stderr and returns 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(argv) or 0
+    except USER_ERRORS as err:
+        if "--debug" in argv:
+            raise
+        _log_traceback(err)
+        message = str(err) or type(err).__name__
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+            message = f"{message}: {err.filename}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _log_traceback(err: BaseException) -> None:
+    """The traceback goes to the log files of the run (train.log), never to the console."""
+    logger = logging.getLogger("spnet")
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "error", None, None)
+            record.exc_info = (type(err), err, err.__traceback__)
+            handler.handle(record)
