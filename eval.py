@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,13 @@ from datasets.sampler import ShardSampler
 from models import build_model
 from models.modules import fold_model
 from models.weights import load_model_weights
+from utils.cli import add_debug_flag, run
 from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.inference import AMP_DTYPES, Protocol
 from utils.metrics import format_table
+from utils.results import write_json
 from utils.visualize import colorize
 
 FORMATS = ("trainid", "color", "cityscapes-submission")
@@ -45,29 +47,61 @@ FORMATS = ("trainid", "color", "cityscapes-submission")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True, help="model weights: best.pth, last.pth, a converted model")
-    parser.add_argument("--split", help="default: the config's validation split")
+    parser.add_argument("--config", required=True, help="YAML config of the model and the data")
+    parser.add_argument("--checkpoint", help="model weights: best.pth, last.pth, a converted model (required)")
+    parser.add_argument("--split", help="default: the config's data.val_split")
     add_protocol_args(parser)
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
-    parser.add_argument("--save-pred", type=Path, help="folder for the predicted masks")
-    parser.add_argument("--format", choices=FORMATS, default="trainid", help="of the saved predictions")
-    parser.add_argument("--out", type=Path, help="results JSON (default: eval_<split>.json next to the checkpoint)")
+    parser.add_argument("--save-pred", type=Path, help="folder for the predicted masks (created if needed)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="trainid", help="of the saved predictions (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results JSON, its folder created if needed (default: eval_<split>.json next to the checkpoint)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    return parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_intermixed_args(argv)
+    if not args.checkpoint and not args.print_protocol:
+        parser.error("the following arguments are required: --checkpoint")
+    return args
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
-    """The flags that override the config's ``eval`` protocol (shared with scripts/predict.py)."""
-    parser.add_argument("--profile", choices=("spnet", "encoding", "mmseg"))
-    parser.add_argument("--mode", choices=("whole", "slide"))
-    parser.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"))
-    parser.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"))
-    parser.add_argument("--scales", nargs="+", type=float)
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--base-size", type=int, help="long side at scale 1.0 (spnet, encoding profiles)")
-    parser.add_argument("--window-batch", type=int, help="windows per forward pass (memory)")
-    parser.add_argument(
+    """The flags that override the config's ``eval`` protocol (shared with scripts/predict.py).
+
+    Unset flags keep the config's ``eval`` section; the shipped Cityscapes / ADE20K configs hold the
+    official SPNet protocol (spnet rules, sliding window, flip). ``--print-protocol`` shows the result.
+    """
+    group = parser.add_argument_group("test protocol (default: the config's eval section; docs/evaluation.md)")
+    group.add_argument(
+        "--profile",
+        choices=("spnet", "encoding", "mmseg"),
+        help="whose resize / window / flip rules to follow: the official SPNet test code, PyTorch-Encoding or "
+        "MMSegmentation (eval.profile)",
+    )
+    group.add_argument(
+        "--mode", choices=("whole", "slide"), help="whole image in one pass, or sliding windows (eval.mode)"
+    )
+    group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="sliding window size (eval.crop_size)")
+    group.add_argument(
+        "--stride", nargs=2, type=int, metavar=("H", "W"), help="window stride (eval.stride; null: 2/3 of the crop)"
+    )
+    group.add_argument("--scales", nargs="+", type=float, help="multi-scale test, e.g. 0.5 0.75 1 1.25 (eval.scales)")
+    group.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the horizontally flipped image (eval.flip; null: spnet/encoding flip, mmseg does not)",
+    )
+    group.add_argument("--base-size", type=int, help="long side at scale 1.0 (spnet, encoding profiles)")
+    group.add_argument("--window-batch", type=int, help="windows per forward pass (memory)")
+    group.add_argument(
+        "--print-protocol", action="store_true", help="print the resulting protocol in one line and exit"
+    )
+    group.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -117,14 +151,36 @@ def prediction_writer(folder: Path, fmt: str, dataset_name: str, palette) -> Any
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = eval_config(load_config(args.config, args.overrides), args)
+    if args.print_protocol:
+        print(Protocol.from_config(cfg.eval))
+        return 0
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
+    split = args.split or cfg.data.val_split
+    args.out = args.out or Path(args.checkpoint).with_name(f"eval_{split}.json")
+    check_writable(args.out.parent, "--out")
+    if args.save_pred:
+        check_writable(args.save_pred, "--save-pred")
     d = init_distributed(cfg.train.device)
     try:
-        return run(cfg, args, d)
+        return evaluate_checkpoint(cfg, args, d)
     finally:
         cleanup()
 
 
-def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
+def check_writable(folder: Path, flag: str) -> None:
+    """Create ``folder`` and prove it is writable now, before an evaluation that may take hours."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{flag}: cannot write into {folder} ({err.strerror or err}); choose another folder"
+        ) from err
+
+
+def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg, split, train=False)
     classes, palette = dataset.classes, dataset.palette
@@ -137,10 +193,8 @@ def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     fused = prepare_for_inference(model, args.fuse, d.device)
     protocol = Protocol.from_config(cfg.eval)
     if d.is_main:
-        print(
-            f"{report}\n{fused}\nprotocol: {protocol}\n{len(dataset)} {split} images on {d.world_size} process(es)",
-            flush=True,
-        )
+        print(f"protocol: {protocol}", flush=True)  # first, so that no number is read without it
+        print(f"{report}\n{fused}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True)
     loader = DataLoader(
         dataset,
         batch_size=1,
@@ -156,40 +210,42 @@ def run(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     seconds = time.perf_counter() - start
     if not d.is_main:
         return 0
-    if int(matrix.matrix.sum()) == 0:
-        print(f"{split}: no labels to score; predictions written to {args.save_pred}")
+    run_info = dict(
+        split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), protocol_text=str(protocol),
+        fused=args.fuse, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256, world_size=d.world_size,
+        device=str(d.device), timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)},
+        config=config_to_dict(cfg),
+    )  # fmt: skip
+    if int(matrix.matrix.sum()) == 0:  # a test split: predictions only
+        where = f"predictions written to {args.save_pred}" if args.save_pred else "add --save-pred DIR to keep them"
+        print(f"{split}: no labels to score; {where}")
+        print(f"wrote {write_json(args.out, {'scored': False, 'predictions': str(args.save_pred), **run_info})}")
         return 0
     metrics = matrix.compute()
     profile_all = protocol.profile in ("spnet", "encoding")  # their code averages over all classes
     results = {
+        "scored": True,
         "miou": metrics["miou_all_classes"] if miou_over_all else metrics["miou"],
         "miou_convention": "all classes (absent ones count 0)"
         if miou_over_all
         else "classes present in ground truth or prediction",
         "pixel_accuracy": metrics["pixel_accuracy"],
         "mean_accuracy": metrics["mean_accuracy"],
-        "per_class_iou": {name: None if np.isnan(iou) else iou for name, iou in zip(classes, metrics["iou"])},
+        "per_class_iou": dict(zip(classes, metrics["iou"])),  # NaN (class never occurs) is written as null
         "miou_present_classes": metrics["miou"],
         "miou_all_classes": metrics["miou_all_classes"],
     }
     if profile_all != miou_over_all:
         results["miou_profile"] = metrics["miou_all_classes"] if profile_all else metrics["miou"]
-    results.update(
-        split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), fused=args.fuse,
-        checkpoint=str(args.checkpoint),
-        checkpoint_sha256=report.sha256, world_size=d.world_size, device=str(d.device),
-        timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),
-    )  # fmt: skip
-    print(format_table(metrics, classes))
+    results.update(run_info)
+    print(format_table(metrics, classes, protocol))
     line = f"mIoU {100 * results['miou']:.2f} ({results['miou_convention']})"
     if "miou_profile" in results:
         line += f"; {protocol.profile} code reports {100 * results['miou_profile']:.2f}"
     print(f"{line}; {seconds:.1f} s ({seconds / max(len(dataset), 1):.2f} s per image)")
-    out = args.out or Path(args.checkpoint).with_name(f"eval_{split}.json")
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, results)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

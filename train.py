@@ -41,6 +41,7 @@ from utils.checkpoint import (
     save_training_checkpoint,
     set_rng_states,
 )
+from utils.cli import add_debug_flag, run
 from utils.config import Config, config_to_dict, load_config, save_config
 from utils.distributed import (
     DistInfo,
@@ -57,6 +58,7 @@ from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
 from utils.optim import build_optimizer, build_scheduler
+from utils.results import write_json
 from utils.visualize import prediction_panel, save_png
 
 
@@ -66,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", help="checkpoint to continue from, or 'auto' for <work_dir>/last.pth")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.max_iters=100")
-    return parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser.parse_intermixed_args(argv)
 
 
 def work_dir_of(cfg: Config, config_path: str) -> Path:
@@ -121,18 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         cleanup()
 
 
+def last_validation(work_dir: Path) -> dict | None:
+    """The metrics of the newest validation (``val_metrics.json``), or None."""
+    path = work_dir / "val_metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     t = cfg.train
     work_dir = work_dir_of(cfg, args.config)
-    log = setup_logging(work_dir, d.is_main)
-    torch.manual_seed(t.seed + d.rank)  # per-rank model-side randomness (dropout); data randomness: TrainStream
-    if t.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA backward ops have no such version
-    torch.backends.cudnn.benchmark = not t.deterministic
-    if d.is_main:
-        save_config(cfg, work_dir / "config.yaml")
-    log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
 
     # Data: the global batch splits into processes x micro-batch x accumulation steps.
     train_set = build_dataset(cfg, cfg.data.train_split, train=True)
@@ -144,6 +144,29 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
         len(train_set), micro_batch=micro, accumulation=accum, rank=d.rank, world_size=d.world_size, seed=t.seed
     )
     max_iters = round(t.epochs * stream.steps_per_epoch) if t.epochs else t.max_iters
+
+    # A finished run (trained and validated at its last iteration) is left exactly as it is.
+    resume = resolve_resume(args.resume, work_dir)
+    state = read_training_checkpoint(resume) if resume is not None else None
+    validated = last_validation(work_dir) if resume is not None else None
+    if state is not None and state["iter"] >= max_iters and validated and validated["iter"] >= max_iters:
+        if d.is_main:
+            print(
+                f"{work_dir}: the run is complete (iteration {state['iter']} of {max_iters}; final mIoU "
+                f"{100 * (validated['miou'] or 0):.2f}%, best {100 * state['best_miou']:.2f}% in best.pth). Nothing "
+                "to do; raise train.max_iters to train longer."
+            )
+        return 0
+
+    log = setup_logging(work_dir, d.is_main)
+    torch.manual_seed(t.seed + d.rank)  # per-rank model-side randomness (dropout); data randomness: TrainStream
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA backward ops have no such version
+    torch.backends.cudnn.benchmark = not t.deterministic
+    if d.is_main:
+        save_config(cfg, work_dir / "config.yaml")
+    log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
     log.info(
         "%d training images (%d iterations per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
         "accumulation step(s); %d iterations",
@@ -158,7 +181,6 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     )
 
     # Model, optimizer, schedule.
-    resume = resolve_resume(args.resume, work_dir)
     model = build_model(cfg, load_pretrained=resume is None and not t.load_from)
     if t.load_from and resume is None:
         log.info("%s", load_model_weights(model, t.load_from))
@@ -187,8 +209,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     )
 
     start_iter, best_miou = 0, -1.0
-    if resume is not None:
-        state = read_training_checkpoint(resume)
+    if state is not None:
         load_state_dict_checked(model, state["model"], source=str(resume))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -242,6 +263,9 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             log.info("saved %s", path)
         barrier()
 
+    protocol = Protocol.from_config(cfg.eval) if t.eval_protocol == "config" else Protocol.whole_image()
+    log.info("validation protocol (train.eval_protocol=%s): %s", t.eval_protocol, protocol)
+
     def validate(iteration: int) -> float:
         nonlocal best_miou
         start = time.perf_counter()
@@ -250,7 +274,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             val_loader,
             cfg.model.num_classes,
             d.device,
-            protocol=Protocol.from_config(cfg.eval) if t.eval_protocol == "config" else Protocol.whole_image(),
+            protocol=protocol,
             mean=cfg.data.mean,
             std=cfg.data.std,
             amp_dtype=amp_dtype,
@@ -264,7 +288,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
                 "validation at iteration %d (%.1f s):\n%s",
                 iteration,
                 time.perf_counter() - start,
-                format_table(metrics, classes),
+                format_table(metrics, classes, protocol),
             )
             writer.add_scalar("val/miou", metrics["miou"], iteration)
             writer.add_scalar("val/pixel_accuracy", metrics["pixel_accuracy"], iteration)
@@ -272,10 +296,10 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
                 if not math.isnan(iou):
                     writer.add_scalar(f"val_iou/{name}", iou, iteration)
             if pictures:
-                panel = prediction_panel(pictures, train_set.palette, cfg.data.mean, cfg.data.std)
+                panel = prediction_panel(pictures, train_set.palette, cfg.data.mean, cfg.data.std, train_set.classes)
                 writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
                 save_png(panel, work_dir / "val_predictions.png")
-            (work_dir / "val_metrics.json").write_text(json.dumps({"iter": iteration, **metrics}, indent=1))
+            write_json(work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(protocol), **metrics})
             if metrics["miou"] > best_miou:
                 best_miou = metrics["miou"]
                 save_atomic(
@@ -297,7 +321,9 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
         total=max_iters, initial=start_iter, disable=None if d.is_main else True, dynamic_ncols=True, unit="it"
     )
     window_start, window_images = time.perf_counter(), 0
-    last_saved = last_validated = start_iter
+    # The final validation is owed until val_metrics.json says it ran (a kill during it, or a stop in the
+    # last iteration, leaves it to the resumed run).
+    last_saved, last_validated = start_iter, (validated or {}).get("iter", -1)
     model.train()
     for it in range(start_iter, max_iters):
         batches = [next(data) for _ in range(accum)]
@@ -400,4 +426,4 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -33,6 +33,13 @@ class ConfigError(ValueError):
 NamedArgs = dict[str, dict[str, Any]]  # name -> keyword arguments of the class that name selects
 
 
+def bounded(
+    default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None, hint: str = ""
+) -> Any:
+    """A field whose value (when not null) must lie in [min, max] and above ``above``: checked at load."""
+    return field(default=default, metadata={"min": min, "max": max, "above": above, "hint": hint})
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Dilated ResNet (``models.backbones.ResNet``); defaults are the official SPNet-R50 backbone."""
@@ -59,9 +66,9 @@ class BackboneConfig:
 class ModelConfig:
     """The segmentor; defaults are SPNet-R50 for Cityscapes."""
 
-    num_classes: int = 19
+    num_classes: int = bounded(19, min=1)
     norm: Literal["bn", "gn"] = "bn"  # BatchNorm (SyncBN under multi-GPU training) or GroupNorm
-    norm_groups: int = 32  # GroupNorm groups
+    norm_groups: int = bounded(32, min=1)  # GroupNorm groups
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: str = "mpm"  # key of models.heads.HEADS; mpm is the SP head of SPNet
     head_args: NamedArgs = field(default_factory=dict)  # per head name, e.g. {mpm: {num_context: 1}}
@@ -76,8 +83,8 @@ class AugmentConfig:
     crop_size: tuple[int, int] = (768, 768)  # (H, W); smaller images are padded (mean colour / ignore)
     scale_range: tuple[float, float] = (0.5, 1.75)  # factor of each image's own size
     rotate_range: tuple[float, float] = (-1.0, 1.0)  # degrees; [0, 0] disables
-    blur_prob: float = 0.5  # 5x5 Gaussian blur
-    flip_prob: float = 0.5  # horizontal flip
+    blur_prob: float = bounded(0.5, min=0, max=1)  # 5x5 Gaussian blur
+    flip_prob: float = bounded(0.5, min=0, max=1)  # horizontal flip
     photometric: bool = False  # brightness / contrast / saturation / hue jitter
 
 
@@ -99,14 +106,14 @@ class DataConfig:
 class OptimConfig:
     """SGD + poly schedule (``utils/optim.py``); defaults: official Cityscapes recipe (batch 8)."""
 
-    lr: float = 0.005  # backbone LR; official: 0.005 Cityscapes (batch 8), 0.01 ADE20K (batch 16)
-    head_lr_mult: float = 10.0  # SP head and aux head train at lr * head_lr_mult
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    lr: float = bounded(0.005, above=0)  # backbone LR; official: 0.005 Cityscapes (batch 8), 0.01 ADE20K (batch 16)
+    head_lr_mult: float = bounded(10.0, min=0)  # SP head and aux head train at lr * head_lr_mult
+    momentum: float = bounded(0.9, min=0, max=1)
+    weight_decay: float = bounded(1e-4, min=0)
     nesterov: bool = False
-    power: float = 0.9  # poly decay (1 - it / max_iters) ** power, every iteration
-    warmup_iters: int = 0  # linear warmup (the official recipe has none)
-    warmup_ratio: float = 0.1  # warmup starts at warmup_ratio * lr
+    power: float = bounded(0.9, min=0)  # poly decay (1 - it / max_iters) ** power, every iteration
+    warmup_iters: int = bounded(0, min=0)  # linear warmup (the official recipe has none)
+    warmup_ratio: float = bounded(0.1, min=0, max=1)  # warmup starts at warmup_ratio * lr
     # LR multipliers by parameter name, as MMSegmentation's paramwise_cfg.custom_keys: a parameter whose
     # name contains a key trains at lr * mult (the longest matching key wins; it replaces head_lr_mult),
     # e.g. {attention: 10} for block attention trained from scratch inside an ImageNet backbone.
@@ -118,35 +125,43 @@ class LossConfig:
     """``utils/losses.py``: cross-entropy with ignore (255), or OHEM, plus the weighted aux loss."""
 
     type: Literal["ce", "ohem"] = "ce"
-    aux_weight: float = 0.4
-    ohem_thresh: float = 0.7  # OHEM: keep pixels whose true-class probability is below this ...
-    ohem_min_kept: int = 100_000  # ... and at least this many hardest pixels per micro-batch
+    aux_weight: float = bounded(0.4, min=0)
+    ohem_thresh: float = bounded(
+        0.7, above=0, max=1
+    )  # OHEM: keep pixels whose true-class probability is below this ...
+    ohem_min_kept: int = bounded(100_000, min=0)  # ... and at least this many hardest pixels per micro-batch
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The loop of ``train.py``. Schedules are in iterations; one iteration = one global batch."""
 
-    max_iters: int = 40_000
-    epochs: float | None = None  # if set: max_iters = ceil(epochs * train images / batch_size)
-    batch_size: int = 8  # global, over all processes and accumulation steps
-    per_device_batch: int | None = None  # images per forward pass; null: batch_size / processes
+    max_iters: int = bounded(40_000, min=1)
+    epochs: float | None = bounded(None, above=0)  # if set: max_iters = ceil(epochs * train images / batch_size)
+    batch_size: int = bounded(8, min=1)  # global, over all processes and accumulation steps
+    per_device_batch: int | None = bounded(None, min=1)  # images per forward pass; null: batch_size / processes
     work_dir: str | None = None  # null: work_dirs/<config path under configs/ without .yaml>
     load_from: str | None = None  # start from these full-model weights (e.g. a converted official SPNet)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = 4  # DataLoader workers per process
+    num_workers: int = bounded(4, min=0)  # DataLoader workers per process
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower on GPU); exact resume needs it on GPU
     amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 (CUDA, with gradient scaling) or bf16 autocast
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when training on several GPUs
-    log_interval: int = 20
-    checkpoint_interval: int = 2000  # also at the end and on SIGTERM / SIGINT
-    keep_checkpoints: int = 3  # newest iter_*.pth kept (last.pth and best.pth always)
-    eval_interval: int = 4000  # validation every N iterations (and at the end); 0: only at the end
-    eval_max_images: int | None = None  # validate on the first N validation images only
-    eval_pictures: int = 4  # validation images drawn to TensorBoard and val_predictions.png
+    log_interval: int = bounded(20, min=1)
+    checkpoint_interval: int = bounded(2000, min=1)  # also at the end and on SIGTERM / SIGINT
+    keep_checkpoints: int = bounded(
+        3, min=0, hint="0: only last.pth and best.pth"
+    )  # newest iter_*.pth kept (last.pth and best.pth always)
+    eval_interval: int = bounded(
+        4000, min=0, hint="0: validate only at the end"
+    )  # validation every N iterations (and at the end); 0: only at the end
+    eval_max_images: int | None = bounded(
+        None, min=1, hint="null: every validation image"
+    )  # validate on the first N validation images only; null: all
+    eval_pictures: int = bounded(4, min=0)  # validation images drawn to TensorBoard and val_predictions.png
     eval_protocol: Literal["whole", "config"] = "whole"  # whole image (fast) or the eval section's protocol
 
 
@@ -160,9 +175,9 @@ class EvalConfig:
     stride: tuple[int, int] | None = None  # null: 2/3 of the crop
     scales: tuple[float, ...] = (1.0,)  # e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale
     flip: bool | None = None  # null: the profile's (spnet and encoding flip, mmseg does not)
-    base_size: int | None = 2048  # spnet / encoding: long side at scale 1.0; null: the image's own
+    base_size: int | None = bounded(2048, min=1)  # spnet / encoding: long side at scale 1.0; null: the image's own
     resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target; null: own size
-    window_batch: int = 1  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU (docs)
+    window_batch: int = bounded(1, min=1)  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU
     amp: Literal["none", "fp16", "bf16"] = "none"
 
 
@@ -292,7 +307,23 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
         if key not in hints:
             _unknown_key(prefix + str(key), str(key), list(hints), source)
     kwargs = {key: _coerce(value, hints[key], prefix + key, source) for key, value in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and kwargs[f.name] is not None and f.metadata:
+            _check_range(kwargs[f.name], f.metadata, prefix + f.name, source)
     return cls(**kwargs)
+
+
+def _check_range(value: float, bounds: typing.Mapping[str, float | None], path: str, source: str) -> None:
+    low, high, above = bounds.get("min"), bounds.get("max"), bounds.get("above")
+    if (
+        (low is not None and value < low)
+        or (high is not None and value > high)
+        or (above is not None and value <= above)
+    ):
+        lower = f"> {above}" if above is not None else f">= {low}" if low is not None else ""
+        upper = f"<= {high}" if high is not None else ""
+        hint = f" ({bounds['hint']})" if bounds.get("hint") else ""
+        raise ConfigError(f"{source}: {path} = {value!r} must be {' and '.join(filter(None, (lower, upper)))}{hint}")
 
 
 def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:

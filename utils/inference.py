@@ -75,6 +75,20 @@ class Protocol:
         """One forward pass on the image as it is: the fast protocol of validation during training."""
         return cls(mode="whole", flip=False, base_size=None)
 
+    def __str__(self) -> str:
+        """One line, printed with every result so that two numbers are never compared blind."""
+        if self.mode == "whole":
+            view = "whole image"
+        else:
+            (ch, cw), (sh, sw) = self.crop_size, self.strides
+            view = f"sliding window {ch}x{cw} stride {sh}x{sw}"
+        if self.profile == "mmseg":
+            size = f"resized to {self.resize_to[0]}x{self.resize_to[1]}" if self.resize_to else "at its own size"
+        else:
+            size = f"long side {self.base_size}" if self.base_size else "at its own size"
+        scales = ", ".join(f"{s:g}" for s in self.scales)
+        return f"{self.profile} rules, {view}, image {size}, scales {scales}, {'flip' if self.flip else 'no flip'}"
+
     @property
     def strides(self) -> tuple[int, int]:
         if self.stride is not None:

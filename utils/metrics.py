@@ -63,10 +63,11 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(present.mean()) if present.numel() else math.nan
 
 
-def format_table(metrics: dict, class_names: tuple[str, ...] | list[str]) -> str:
-    """Per-class IoU / accuracy table plus the summary line, in percent."""
+def format_table(metrics: dict, class_names: tuple[str, ...] | list[str], protocol: object = None) -> str:
+    """Per-class IoU / accuracy table plus the summary line, in percent; the protocol line first if given."""
     width = max(len(n) for n in class_names)
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}"]
+    lines = [f"protocol: {protocol}"] if protocol is not None else []
+    lines.append(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
     for name, iou, acc in zip(class_names, metrics["iou"], metrics["accuracy"]):
         lines.append(f"{name:<{width}}  {_percent(iou)}  {_percent(acc)}")
     lines.append(
