@@ -62,19 +62,8 @@ def build_backbone(cfg: Any, norm_layer: Callable[[int], nn.Module], *, load_pre
     """Dilated ResNet from a ``BackboneConfig``, with its ImageNet weights when ``pretrained`` is set."""
     check_named_args(BLOCK_ATTENTION, cfg.attention_args, "model.backbone.attention_args", 1)
     check_named_args(BLOCK_CONVS, cfg.block_conv_args, "model.backbone.block_conv_args", 2)
-    offered = {"norm_layer": norm_layer}
-    attention = None
-    if cfg.attention is not None:
-        attention_cls = lookup(BLOCK_ATTENTION, cfg.attention, "model.backbone.attention")
-        key = f"model.backbone.attention_args.{cfg.attention}"
-        options = cfg.attention_args.get(cfg.attention, {})
-        attention = functools.partial(construct, attention_cls, key, options=options, offered=offered)
-    block_conv = None
-    if cfg.block_conv is not None:
-        conv_cls = lookup(BLOCK_CONVS, cfg.block_conv, "model.backbone.block_conv")
-        key = f"model.backbone.block_conv_args.{cfg.block_conv}"
-        options = cfg.block_conv_args.get(cfg.block_conv, {})
-        block_conv = functools.partial(construct, conv_cls, key, options=options, offered=offered)
+    attention = _factory(BLOCK_ATTENTION, cfg.attention, cfg.attention_args, "model.backbone.attention", norm_layer)
+    block_conv = _factory(BLOCK_CONVS, cfg.block_conv, cfg.block_conv_args, "model.backbone.block_conv", norm_layer)
     backbone = ResNet(
         cfg.depth,
         stage_blocks=cfg.stage_blocks,
@@ -93,6 +82,21 @@ def build_backbone(cfg: Any, norm_layer: Callable[[int], nn.Module], *, load_pre
         report = load_backbone_weights(backbone, cfg.pretrained)
         logger.info("%s", report)
     return backbone
+
+
+def _factory(
+    table: Mapping[str, Callable[..., nn.Module]],
+    name: str | None,
+    named_args: Mapping[str, Mapping[str, Any]],
+    key: str,
+    norm_layer: Callable[[int], nn.Module],
+) -> Callable[..., nn.Module] | None:
+    """``table[name]`` with its config arguments bound: the backbone calls it once per block."""
+    if name is None:
+        return None
+    cls = lookup(table, name, key)
+    options = named_args.get(name, {})
+    return functools.partial(construct, cls, f"{key}_args.{name}", options=options, offered={"norm_layer": norm_layer})
 
 
 def build_head(
