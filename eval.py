@@ -212,9 +212,10 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
         return 0
     run_info = dict(
         split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), protocol_text=str(protocol),
-        fused=args.fuse, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256, world_size=d.world_size,
-        device=str(d.device), timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)},
-        config=config_to_dict(cfg),
+        fused=args.fuse, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256,
+        checkpoint_iter=report.iteration, train_config=report.config, config_path=str(args.config),
+        world_size=d.world_size, device=str(d.device),
+        timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),
     )  # fmt: skip
     if int(matrix.matrix.sum()) == 0:  # a test split: predictions only
         where = f"predictions written to {args.save_pred}" if args.save_pred else "add --save-pred DIR to keep them"

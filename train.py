@@ -94,6 +94,20 @@ def plan_batches(batch_size: int, world_size: int, per_device: int | None) -> tu
     return per_device, batch_size // (world_size * per_device)
 
 
+def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
+    """``model(images)``; a BatchNorm that sees one value per channel gets the fix, not PyTorch's message."""
+    try:
+        return model(images)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ValueError(
+            f"a BatchNorm of the model normalises a 1x1 map (image-level pooling: PPM, ASPP, SK, BAM ...) with "
+            f"{micro} image(s) per forward pass, which BatchNorm cannot train on: set train.per_device_batch >= 2, "
+            "train on several GPUs with train.sync_bn, or use model.norm=gn"
+        ) from err
+
+
 class StopRequest:
     """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the end of the iteration and exits
     with 128 + the signal number (143 for SIGTERM), so a job script can tell "preempted" from "done"."""
@@ -343,7 +357,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             no_sync = model.no_sync() if d.distributed and k < accum - 1 else contextlib.nullcontext()
             with no_sync:
                 with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = model(images)
+                    outputs = forward(model, images, micro)
                 loss, parts = criterion(outputs, target, normalizer)
                 scaler.scale(loss).backward()
             step += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])

@@ -77,6 +77,8 @@ class LoadReport:
     loaded: list[str]
     kept_init: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    config: dict[str, Any] | None = None  # the config a training checkpoint was written with (train.seed, ...)
+    iteration: int | None = None  # the training iteration it holds
 
     def __str__(self) -> str:
         digest = f" (sha256 {self.sha256})" if self.sha256 else ""
@@ -307,4 +309,8 @@ def load_model_weights(model: nn.Module, source: str | Path) -> LoadReport:
         return f"  the checkpoint was written for: {saved}" if saved else "  (the checkpoint records no config)"
 
     load_state_dict_checked(model, state_dict, source=str(source), describe=describe)
-    return LoadReport(str(source), file_digests(source)["sha256"], loaded=list(state_dict))
+    meta = obj if isinstance(obj, dict) else {}
+    config, iteration = meta.get("config"), meta.get("iter")
+    return LoadReport(
+        str(source), file_digests(source)["sha256"], loaded=list(state_dict), config=config, iteration=iteration
+    )

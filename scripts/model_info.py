@@ -4,8 +4,10 @@
     python scripts/model_info.py --config configs/ade20k/spnet_r50.yaml --json model.head_args.mpm.num_context=1
 
 The model is built on the ``meta`` device (shapes without memory), so even R101 at 1024x2048 takes
-about a second. FLOPs are those ``torch.utils.flop_counter`` counts, convolutions and matrix
-products at 2 FLOPs per multiply-add; norms, activations, pooling and interpolation are not counted.
+about a second. ``--train`` adds the FLOPs of one training image (train-mode forward with the aux
+head, and the backward pass), the unit of a training budget. FLOPs are those
+``torch.utils.flop_counter`` counts, convolutions and matrix products at 2 FLOPs per multiply-add;
+norms, activations, pooling and interpolation are not counted.
 """
 
 from __future__ import annotations
@@ -43,17 +45,39 @@ def count_flops(model: nn.Module, size: tuple[int, int], device: str | torch.dev
     return counter.get_total_flops()
 
 
-def model_info(cfg, size: tuple[int, int]) -> dict:
+def count_train_flops(model: nn.Module, size: tuple[int, int], device: str | torch.device = "meta") -> int:
+    """FLOPs of one training image: the forward pass in train mode (aux head included) and the backward.
+
+    Counted on a batch of 2 and halved: BatchNorm after image-level pooling (PPM, ASPP) needs 2 values.
+    """
+    was_training = model.training
+    model.train()
+    try:
+        x = torch.zeros(2, 3, *size, device=device)
+        with FlopCounterMode(display=False) as counter:
+            outputs = model(x)
+            sum(out.sum() for out in outputs.values()).backward()
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() // 2
+
+
+def model_info(cfg, size: tuple[int, int], *, train: bool = False) -> dict:
+    """Parameters and inference FLOPs at ``size``; with ``train``, also FLOPs per training image."""
     with torch.device("meta"):
         model = build_model(cfg, load_pretrained=False)
     parts = {name: count_parameters(getattr(model, name)) for name in ("backbone", "head", "aux_head")}
     total = count_parameters(model)
     assert total == sum(parts.values()), "the segmentor has parameters outside backbone/head/aux_head"
-    return {
+    info = {
         "parameters": {"total": total, **parts, "inference": total - parts["aux_head"]},
         "flops": count_flops(model, size),
         "input_size": list(size),
     }
+    if train:
+        info["train_flops_per_image"] = count_train_flops(model, size)
+    return info
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,12 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"), help="input size for FLOPs"
     )
+    parser.add_argument(
+        "--train", action="store_true", help="also FLOPs per training image at --size (forward + aux + backward)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
 
-    info = model_info(load_config(args.config, args.overrides), tuple(args.size))
+    info = model_info(load_config(args.config, args.overrides), tuple(args.size), train=args.train)
     if args.json:
         print(json.dumps({"config": args.config, **info}, indent=2))
         return
@@ -80,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"              inference  {p['inference']:>13,}   (total without the aux head)")
     h, w = info["input_size"]
     print(f"  FLOPs at {h}x{w}: {info['flops'] / 1e9:,.1f} G  ({info['flops'] / 2e9:,.1f} G multiply-adds)")
+    if args.train:
+        print(
+            f"  training FLOPs per {h}x{w} image (forward with aux head + backward): "
+            f"{info['train_flops_per_image'] / 1e9:,.1f} G"
+        )
 
 
 if __name__ == "__main__":

@@ -277,3 +277,17 @@ def test_comparison_configs_cover_every_head_and_block_attention():
         r for r in rows if r.startswith("head_")
     }
     assert {f"attention_{a}" for a in [*BLOCK_ATTENTION, "none"]} == {r for r in rows if r.startswith("attention_")}
+
+
+@pytest.mark.slow
+def test_one_image_per_forward_pass_with_image_pooling_is_a_clear_error(synthetic_cityscapes, tmp_path):
+    """PPM's 1x1 level has one value per channel with one image: say what to change, not PyTorch's message."""
+    import train
+
+    args = [
+        "--config", str(ROOT / "configs/demo.yaml"), f"data.root={synthetic_cityscapes}", f"train.work_dir={tmp_path}",
+        "model.head=ppm", "model.backbone.base_width=8", "data.augment.crop_size=[64, 64]", "train.batch_size=2",
+        "train.per_device_batch=1", "train.num_workers=0", "train.max_iters=1",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 image\(s\) per forward pass.*set train.per_device_batch >= 2"):
+        train.main(args)

@@ -189,3 +189,21 @@ def test_module_table_rewrites_only_its_block(tmp_path):
         assert re.search(rf"^\| {re.escape(name)} \| [\d,]+ \| [\d.,]+ \| [\d,]+ ms \|", text, re.M), name
     assert "| `configs/ade20k/compare/head_mpm2.yaml` | 47,838,124 | 45,439,766 |" in text
     assert "| `configs/cityscapes/spnet_r101.yaml` | 66,729,382 | 64,364,691 |" in text
+
+
+def test_training_flops_count_forward_and_backward():
+    """Two convs: the first needs only its weight gradient (the image needs none), the second both."""
+
+    class TwoConvs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return {"out": self.b(self.a(x))}
+
+    a, b = 2 * 8 * 3 * 9 * 13 * 17, 2 * 4 * 8 * 13 * 17  # forward FLOPs of each conv
+    model = TwoConvs()
+    assert model_info.count_flops(model, (13, 17), device="cpu") == a + b
+    assert model_info.count_train_flops(model, (13, 17), device="cpu") == 2 * a + 3 * b
+    assert all(p.grad is None for p in model.parameters())  # no gradient left behind
