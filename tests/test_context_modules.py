@@ -341,7 +341,8 @@ def window_max(x: torch.Tensor, k: int) -> torch.Tensor:
 @pytest.mark.parametrize("size", [(33, 47), (1, 1)])
 def test_spp_route_order_cascade_and_bounds(size):
     module = SPP(16)
-    x = torch.randn(2, 16, *size)
+    assert module.cascade  # (5, 9, 13) is a chain: the module runs mp5 three times, checked below against
+    x = torch.randn(2, 16, *size)  # the plain k x k maxima
     y = module(x)
     assert y.shape == (2, 64, *size)
     mp13, mp9, mp5, identity = y.split(16, dim=1)
@@ -357,6 +358,7 @@ def test_spp_route_order_cascade_and_bounds(size):
 
 def test_spp_custom_kernels_largest_first_and_input_gradient():
     module = SPP(4, kernel_sizes=(3, 7))
+    assert not module.cascade  # 7 is not 3 + 2: each window pooled on its own
     x = torch.randn(2, 4, 9, 11, requires_grad=True)
     y = module(x)
     assert module.out_channels == 12
