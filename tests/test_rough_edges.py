@@ -204,3 +204,20 @@ def test_readme_python_snippet_runs_as_a_script_outside_the_repository(tmp_path)
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("(1, 19, 65, 65)")
+
+
+def test_eval_help_explains_every_protocol_flag(capsys):
+    import eval as eval_script
+
+    with pytest.raises(SystemExit):
+        eval_script.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "test protocol (default: the config's eval section; docs/evaluation.md)" in text
+    for flag, words in (
+        ("--profile", "whose resize / window / flip rules to follow"),
+        ("--mode", "whole image in one pass, or sliding windows (eval.mode)"),
+        ("--flip, --no-flip", "average with the horizontally flipped image (eval.flip;"),
+        ("--fuse, --no-fuse", "fold every conv+BatchNorm pair"),
+        ("--print-protocol", "print the resulting protocol in one line and exit"),
+    ):
+        assert flag in text and words in text, flag
