@@ -6,21 +6,25 @@
     python train.py --config CFG --resume auto          # continue from <work_dir>/last.pth, if any
 
 One iteration is one global batch (``train.batch_size`` over all processes and accumulation
-steps); the LR schedule, checkpoints and validation are counted in iterations.
+steps); the LR schedule, checkpoints and validation are counted in iterations. Reading order:
+``build`` (everything from the config), ``train_step``, ``validate``, ``save_checkpoint``, and
+``run_loop``, which calls them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import logging
 import math
 import os
 import resource
-import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -33,15 +37,15 @@ from datasets import IGNORE_INDEX, build_dataset
 from datasets.sampler import SeededSamples, ShardSampler, TrainStream
 from models import build_model
 from models.weights import load_model_weights, load_state_dict_checked
+from utils import cli
 from utils.checkpoint import (
-    read_training_checkpoint,
-    resolve_resume,
+    find_resume_checkpoint,
+    remove_stale_temporaries,
     rng_states,
     save_atomic,
     save_training_checkpoint,
     set_rng_states,
 )
-from utils.cli import add_debug_flag, run
 from utils.config import Config, config_to_dict, load_config, save_config
 from utils.distributed import (
     DistInfo,
@@ -58,6 +62,7 @@ from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
 from utils.optim import build_optimizer, build_scheduler
+from utils.preemption import StopRequest, ignore_stop_signals
 from utils.results import write_json
 from utils.visualize import prediction_panel, save_png
 
@@ -66,10 +71,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config")
     parser.add_argument("--resume", help="checkpoint to continue from, or 'auto' for <work_dir>/last.pth")
+    parser.add_argument(
+        "--stop-file",
+        help="stop cleanly (save, then exit) once this file exists, and write the outcome into it; "
+        "scripts/slurm_train.sh uses it for SLURM's time-limit warning (docs/training.md, Preemption)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.max_iters=100")
-    add_debug_flag(parser)
+    cli.add_debug_flag(parser)
     return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    dist_info = init_distributed(cfg.train.device)
+    try:
+        return train(cfg, args, dist_info)
+    finally:
+        cleanup()
 
 
 def work_dir_of(cfg: Config, config_path: str) -> Path:
@@ -94,61 +117,85 @@ def plan_batches(batch_size: int, world_size: int, per_device: int | None) -> tu
     return per_device, batch_size // (world_size * per_device)
 
 
-def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
-    """``model(images)``; a BatchNorm that sees one value per channel gets the fix, not PyTorch's message."""
-    try:
-        return model(images)
-    except ValueError as err:
-        if "Expected more than 1 value per channel" not in str(err):
-            raise
-        raise ValueError(
-            f"a BatchNorm of the model normalises a 1x1 map (image-level pooling: PPM, ASPP, SK, BAM ...) with "
-            f"{micro} image(s) per forward pass, which BatchNorm cannot train on: set train.per_device_batch >= 2, "
-            "train on several GPUs with train.sync_bn, or use model.norm=gn"
-        ) from err
-
-
-class StopRequest:
-    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the end of the iteration and exits
-    with 128 + the signal number (143 for SIGTERM), so a job script can tell "preempted" from "done"."""
-
-    def __init__(self) -> None:
-        self.signal = 0
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    @property
-    def requested(self) -> bool:
-        return self.signal != 0
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signal = signum
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-        return 0
-    dist_info = init_distributed(cfg.train.device)
-    try:
-        return train(cfg, args, dist_info)
-    finally:
-        cleanup()
-
-
 def last_validation(work_dir: Path) -> dict | None:
     """The metrics of the newest validation (``val_metrics.json``), or None."""
     path = work_dir / "val_metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
-    t = cfg.train
-    work_dir = work_dir_of(cfg, args.config)
+def best_saved_miou(work_dir: Path, fallback: float) -> float:
+    """The mIoU stored in ``best.pth``: the checkpoint's copy is older when a run died between
+    writing ``best.pth`` and its next checkpoint, and would let a worse model replace it."""
+    path = work_dir / "best.pth"
+    if not path.is_file():
+        return fallback
+    try:  # mmap: reads the one number, not the weights
+        return float(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["miou"])
+    except Exception:  # an unreadable best.pth is replaced by the next better model
+        return fallback
 
-    # Data: the global batch splits into processes x micro-batch x accumulation steps.
+
+@dataclasses.dataclass
+class Run:
+    """Everything ``build`` makes from the config; the loop's state is ``start_iter``, ``best_miou``
+    and ``validated_iter`` (the newest iteration whose validation finished)."""
+
+    cfg: Config
+    dist: DistInfo
+    work_dir: Path
+    log: logging.Logger
+    model: nn.Module  # what the training step calls (DDP and/or compiled)
+    module: nn.Module  # the plain model: checkpoints and validation
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: SegmentationLoss
+    train_loader: DataLoader
+    val_loader: DataLoader
+    classes: list[str]
+    palette: Any
+    protocol: Protocol
+    writer: SummaryWriter | None
+    micro: int
+    accum: int
+    max_iters: int
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    start_iter: int = 0
+    best_miou: float = -1.0
+    validated_iter: int = -1
+
+    def is_validation_point(self, iteration: int) -> bool:
+        interval = self.cfg.train.eval_interval
+        return iteration == self.max_iters or bool(interval and iteration % interval == 0)
+
+    def is_checkpoint_point(self, iteration: int) -> bool:
+        return iteration == self.max_iters or iteration % self.cfg.train.checkpoint_interval == 0
+
+
+def without_unused_aux_head(cfg: Config, log: logging.Logger) -> Config:
+    """``loss.aux_weight=0`` trains no auxiliary head: an output no loss uses would break DDP
+    (parameters without gradients) and cost time. The saved config says so."""
+    if cfg.loss.aux_weight > 0 or cfg.model.aux_head is None:
+        return cfg
+    log.warning("loss.aux_weight=0: the auxiliary head is not built (model.aux_head=null)")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, aux_head=None, aux_head_args={}))
+
+
+@dataclasses.dataclass
+class DataPlan:
+    """The datasets and how the global batch splits (processes x micro-batch x accumulation steps)."""
+
+    train_set: Any
+    val_set: Any
+    stream: TrainStream
+    micro: int
+    accum: int
+    max_iters: int
+
+
+def plan_data(cfg: Config, d: DistInfo) -> DataPlan:
+    t = cfg.train
     train_set = build_dataset(cfg, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg, cfg.data.val_split, train=False)
     if t.eval_max_images:
@@ -158,45 +205,49 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
         len(train_set), micro_batch=micro, accumulation=accum, rank=d.rank, world_size=d.world_size, seed=t.seed
     )
     max_iters = round(t.epochs * stream.steps_per_epoch) if t.epochs else t.max_iters
+    return DataPlan(train_set, val_set, stream, micro, accum, max_iters)
 
-    # A finished run (trained and validated at its last iteration) is left exactly as it is.
-    resume = resolve_resume(args.resume, work_dir)
-    state = read_training_checkpoint(resume) if resume is not None else None
-    validated = last_validation(work_dir) if resume is not None else None
-    if state is not None and state["iter"] >= max_iters and validated and validated["iter"] >= max_iters:
-        if d.is_main:
-            print(
-                f"{work_dir}: the run is complete (iteration {state['iter']} of {max_iters}; final mIoU "
-                f"{100 * (validated['miou'] or 0):.2f}%, best {100 * state['best_miou']:.2f}% in best.pth). Nothing "
-                "to do; raise train.max_iters to train longer."
-            )
-        return 0
 
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> bool:
+    """Restore the fp16 loss scale; False when the checkpoint was trained without fp16 (nothing to restore)."""
+    if not saved and scaler.is_enabled():
+        return False
+    scaler.load_state_dict(saved)
+    return True
+
+
+def build(
+    cfg: Config, args: argparse.Namespace, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None,
+    notes: list[str],
+) -> Run:  # fmt: skip
+    """Model, optimizer, schedule, loss and loaders from the config; the checkpoint's state restored."""
+    t, work_dir = cfg.train, work_dir_of(cfg, args.config)
     log = setup_logging(work_dir, d.is_main)
+    for note in notes:  # e.g. a truncated last.pth and the older checkpoint used instead
+        log.warning("%s", note)
+    if d.is_main:
+        for path in remove_stale_temporaries(work_dir):  # left by writes a kill interrupted
+            log.info("removed %s (an interrupted write)", path)
+    cfg = without_unused_aux_head(cfg, log)
     torch.manual_seed(t.seed + d.rank)  # per-rank model-side randomness (dropout); data randomness: TrainStream
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA backward ops have no such version
-    torch.backends.cudnn.benchmark = not t.deterministic
+    torch.backends.cudnn.benchmark = not t.deterministic  # fixed-size crops; validation turns it off
     if d.is_main:
         save_config(cfg, work_dir / "config.yaml")
+    micro, accum, max_iters = data.micro, data.accum, data.max_iters
     log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
     log.info(
         "%d training images (%d iterations per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
         "accumulation step(s); %d iterations",
-        len(train_set),
-        stream.steps_per_epoch,
-        len(val_set),
-        t.batch_size,
-        d.world_size,
-        micro,
-        accum,
-        max_iters,
+        *(len(data.train_set), data.stream.steps_per_epoch, len(data.val_set), t.batch_size, d.world_size),
+        *(micro, accum, max_iters),
     )
 
-    # Model, optimizer, schedule.
-    model = build_model(cfg, load_pretrained=resume is None and not t.load_from)
-    if t.load_from and resume is None:
+    # Model, optimizer, schedule, loss.
+    model = build_model(cfg, load_pretrained=state is None and not t.load_from)
+    if t.load_from and state is None:
         log.info("%s", load_model_weights(model, t.load_from))
     if accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         log.warning(
@@ -211,32 +262,31 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     model = model.to(d.device, memory_format=memory_format)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, max_iters)
-    amp_dtype = AMP_DTYPES[t.amp]
     if t.amp == "fp16" and d.device.type != "cuda":
         raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
     scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
     criterion = SegmentationLoss(
-        cfg.loss.type,
-        aux_weight=cfg.loss.aux_weight,
-        ohem_thresh=cfg.loss.ohem_thresh,
+        cfg.loss.type, aux_weight=cfg.loss.aux_weight, ohem_thresh=cfg.loss.ohem_thresh,
         ohem_min_kept=cfg.loss.ohem_min_kept,
-    )
+    )  # fmt: skip
 
     start_iter, best_miou = 0, -1.0
     if state is not None:
         load_state_dict_checked(model, state["model"], source=str(resume))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_iter, best_miou = state["iter"], state["best_miou"]
+        if not load_scaler_state(scaler, state["scaler"]):
+            log.info("train.amp=fp16 from iteration %d on: the gradient scaler starts fresh", state["iter"])
+        start_iter, best_miou = state["iter"], best_saved_miou(work_dir, state["best_miou"])
         if len(state["rng"]) == d.world_size:
-            set_rng_states(state["rng"][d.rank])
+            if set_rng_states(state["rng"][d.rank]):
+                log.warning("the checkpoint has no CUDA RNG state for %s: model-side randomness restarts", d.device)
         else:  # the data stream is still exact; only model-side randomness (dropout) restarts
             log.warning(
                 "the checkpoint has RNG states of %d processes, not %d: not restored", len(state["rng"]), d.world_size
             )
         log.info("resumed from %s at iteration %d", resume, start_iter)
-    model_without_ddp = model
+    module = model
     if d.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
@@ -244,200 +294,259 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     if t.compile:
         model = torch.compile(model)
 
-    stream.start_step = start_iter
+    data.stream.start_step = start_iter
     # The loaders get their own generator: creating worker processes draws a seed from it, and
     # drawing from the global RNG would shift dropout after a resume. (Augmentation is seeded per
-    # sample by TrainStream, so worker seeds do not matter.)
+    # sample by TrainStream, so worker seeds do not matter.) Workers leave stop signals to us.
     loader_args = dict(
         num_workers=t.num_workers,
         pin_memory=d.device.type == "cuda",
         persistent_workers=t.num_workers > 0,
         generator=torch.Generator().manual_seed(t.seed),
+        worker_init_fn=ignore_stop_signals,
     )
-    train_loader = DataLoader(SeededSamples(train_set), batch_sampler=stream, **loader_args)
-    val_loader = DataLoader(
-        val_set, batch_size=1, sampler=ShardSampler(len(val_set), d.rank, d.world_size), **loader_args
-    )
-    writer = SummaryWriter(work_dir / "tb") if d.is_main else None
-
-    def checkpoint(iteration: int) -> None:
-        rngs = all_gather_object(rng_states())
-        if d.is_main:
-            state = {
-                "model": model_without_ddp.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "iter": iteration,
-                "best_miou": best_miou,
-                "rng": rngs,
-                "config": config_to_dict(cfg),
-            }
-            path = save_training_checkpoint(state, work_dir, iteration, t.keep_checkpoints)
-            log.info("saved %s", path)
-        barrier()
-
     protocol = Protocol.from_config(cfg.eval) if t.eval_protocol == "config" else Protocol.whole_image()
     log.info("validation protocol (train.eval_protocol=%s): %s", t.eval_protocol, protocol)
+    return Run(
+        cfg=cfg, dist=d, work_dir=work_dir, log=log, model=model, module=module, optimizer=optimizer,
+        scheduler=scheduler, scaler=scaler, criterion=criterion,
+        train_loader=DataLoader(SeededSamples(data.train_set), batch_sampler=data.stream, **loader_args),
+        val_loader=DataLoader(
+            data.val_set, batch_size=1, sampler=ShardSampler(len(data.val_set), d.rank, d.world_size),
+            **loader_args,
+        ),
+        classes=data.train_set.classes, palette=data.train_set.palette, protocol=protocol,
+        writer=SummaryWriter(work_dir / "tb") if d.is_main else None, micro=micro, accum=accum,
+        max_iters=max_iters, amp_dtype=AMP_DTYPES[t.amp], memory_format=memory_format, start_iter=start_iter,
+        best_miou=best_miou, validated_iter=(last_validation(work_dir) or {}).get("iter", -1) if state else -1,
+    )  # fmt: skip
 
-    def validate(iteration: int) -> float:
-        nonlocal best_miou
-        start = time.perf_counter()
-        matrix, pictures = evaluate(
-            model_without_ddp,
-            val_loader,
-            cfg.model.num_classes,
-            d.device,
-            protocol=protocol,
-            mean=cfg.data.mean,
-            std=cfg.data.std,
-            amp_dtype=amp_dtype,
-            channels_last=t.channels_last,
-            keep=t.eval_pictures if d.is_main else 0,
-        )
-        metrics = matrix.compute()
-        if d.is_main:
-            classes = train_set.classes
-            log.info(
-                "validation at iteration %d (%.1f s):\n%s",
-                iteration,
-                time.perf_counter() - start,
-                format_table(metrics, classes, protocol),
-            )
-            writer.add_scalar("val/miou", metrics["miou"], iteration)
-            writer.add_scalar("val/pixel_accuracy", metrics["pixel_accuracy"], iteration)
-            for name, iou in zip(classes, metrics["iou"]):
-                if not math.isnan(iou):
-                    writer.add_scalar(f"val_iou/{name}", iou, iteration)
-            if pictures:
-                panel = prediction_panel(pictures, train_set.palette, cfg.data.mean, cfg.data.std, train_set.classes)
-                writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
-                save_png(panel, work_dir / "val_predictions.png")
-            write_json(work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(protocol), **metrics})
-            if metrics["miou"] > best_miou:
-                best_miou = metrics["miou"]
-                save_atomic(
-                    {
-                        "model": model_without_ddp.state_dict(),
-                        "iter": iteration,
-                        "miou": best_miou,
-                        "config": config_to_dict(cfg),
-                    },
-                    work_dir / "best.pth",
-                )
-        best_miou = float(broadcast_object(best_miou))  # rank 0 decided
-        return metrics["miou"]
 
-    stop = StopRequest()
-    data = iter(train_loader)
-    # rank 0 only; off when stderr is not a terminal (batch jobs), where the log lines say the same
-    progress = tqdm(
-        total=max_iters, initial=start_iter, disable=None if d.is_main else True, dynamic_ncols=True, unit="it"
+def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
+    """``model(images)``; a BatchNorm that sees one value per channel gets the fix, not PyTorch's message."""
+    try:
+        return model(images)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ValueError(
+            f"a BatchNorm of the model normalises a 1x1 map (image-level pooling: PPM, ASPP, SK, BAM ...) with "
+            f"{micro} image(s) per forward pass, which BatchNorm cannot train on: set train.per_device_batch >= 2, "
+            "train on several GPUs with train.sync_bn, or use model.norm=gn"
+        ) from err
+
+
+def train_step(run: Run, batches: list[dict], stop: StopRequest) -> tuple[torch.Tensor, bool]:
+    """Forward/backward over the accumulation steps, then one optimizer step.
+
+    Returns (loss, main, aux) averaged over the global batch, and whether any process was asked to
+    stop (the processes agree on it here, so they all stop after the same iteration).
+    """
+    d, model = run.dist, run.model
+    # One small all-reduce: labelled pixels of the global batch (the loss normaliser) and the stop flag.
+    shared = torch.tensor(
+        [sum(int((b["mask"] != IGNORE_INDEX).sum()) for b in batches), float(stop.requested)],
+        dtype=torch.float64,
+        device=d.device,
     )
-    window_start, window_images = time.perf_counter(), 0
-    # The final validation is owed until val_metrics.json says it ran (a kill during it, or a stop in the
-    # last iteration, leaves it to the resumed run).
-    last_saved, last_validated = start_iter, (validated or {}).get("iter", -1)
-    model.train()
-    for it in range(start_iter, max_iters):
-        batches = [next(data) for _ in range(accum)]
-        # One small all-reduce per step: labelled pixels of the global batch (the loss normaliser)
-        # and whether any process was asked to stop. It is also the step's one host sync.
-        shared = torch.tensor(
-            [sum(int((b["mask"] != IGNORE_INDEX).sum()) for b in batches), float(stop.requested)],
-            dtype=torch.float64,
-            device=d.device,
+    labelled, stop_now = all_reduce_sum(shared).tolist()
+    normalizer = max(labelled, 1.0) / d.world_size
+    step = torch.zeros(3, device=d.device)  # loss, main, aux: this process's share
+    for k, batch in enumerate(batches):
+        images = batch["image"].to(d.device, non_blocking=True).to(memory_format=run.memory_format)
+        target = batch["mask"].to(d.device, non_blocking=True)
+        no_sync = model.no_sync() if d.distributed and k < run.accum - 1 else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(d.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                outputs = forward(model, images, run.micro)
+            loss, parts = run.criterion(outputs, target, normalizer)
+            run.scaler.scale(loss).backward()
+        step += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])
+    all_reduce_sum(step).div_(d.world_size)  # each process holds world_size x its share of the mean
+    if torch.isfinite(step[0]):
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step, bool(stop_now)
+
+
+def log_step(run: Run, iteration: int, step: torch.Tensor, images_per_second: float, progress: tqdm) -> None:
+    lr = run.optimizer.param_groups[0]["lr"]
+    loss, main, aux = step.tolist()
+    progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.1f}")
+    memory = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if run.dist.device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    run.log.info(
+        "iter %d/%d loss %.4f (main %.4f aux %.4f) lr %.3e %.1f img/s mem %.2f GiB",
+        *(iteration, run.max_iters, loss, main, aux, lr, images_per_second, memory),
+    )
+    if run.writer is not None:
+        scalars = dict(loss=loss, loss_main=main, loss_aux=aux, lr=lr, images_per_second=images_per_second)
+        for name, value in {**scalars, "memory_gib": memory}.items():
+            run.writer.add_scalar(f"train/{name}", value, iteration)
+
+
+def save_checkpoint(run: Run, iteration: int) -> None:
+    """``iter_XXXXXXX.pth`` + ``last.pth`` with everything an exact resume needs (all ranks' RNG states)."""
+    rngs = all_gather_object(rng_states())
+    if run.dist.is_main:
+        state = {
+            "model": run.module.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "iter": iteration,
+            "best_miou": run.best_miou,
+            "rng": rngs,
+            "config": config_to_dict(run.cfg),
+        }
+        path = save_training_checkpoint(state, run.work_dir, iteration, run.cfg.train.keep_checkpoints)
+        run.log.info("saved %s", path)
+    barrier()
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """cuDNN re-tunes for every new input shape when benchmarking; whole validation images vary in size."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled and previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def until_stopped(loader: DataLoader, stop: StopRequest):
+    """The loader's batches until a stop is requested (a validation must not outlast SLURM's warning)."""
+    for batch in loader:
+        if stop.requested:
+            return
+        yield batch
+
+
+def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
+    """Validate, log, draw, write ``val_metrics.json`` and (if better) ``best.pth``.
+
+    Returns the mIoU, or None when a stop interrupted it (the validation is then still owed).
+    """
+    start, t = time.perf_counter(), run.cfg.train
+    run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
+    with cudnn_benchmark(False):
+        matrix, pictures = evaluate(
+            run.module, until_stopped(run.val_loader, stop), run.cfg.model.num_classes, run.dist.device,
+            protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=run.amp_dtype,
+            channels_last=t.channels_last, keep=t.eval_pictures if run.dist.is_main else 0,
+        )  # fmt: skip
+    if all_reduce_sum(torch.tensor([float(stop.requested)], device=run.dist.device)).item():
+        run.log.warning("validation at iteration %d interrupted by a stop request: owed to the resumed run", iteration)
+        return None
+    metrics = matrix.compute()
+    if run.dist.is_main:
+        run.log.info(
+            "validation at iteration %d (%.1f s):\n%s",
+            *(iteration, time.perf_counter() - start, format_table(metrics, run.classes, run.protocol)),
         )
-        labelled, stop_now = all_reduce_sum(shared).tolist()
-        normalizer = max(labelled, 1.0) / d.world_size
-        step = torch.zeros(3, device=d.device)  # loss, main, aux: this process's share of the step
-        for k, batch in enumerate(batches):
-            images = batch["image"].to(d.device, non_blocking=True).to(memory_format=memory_format)
-            target = batch["mask"].to(d.device, non_blocking=True)
-            no_sync = model.no_sync() if d.distributed and k < accum - 1 else contextlib.nullcontext()
-            with no_sync:
-                with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = forward(model, images, micro)
-                loss, parts = criterion(outputs, target, normalizer)
-                scaler.scale(loss).backward()
-            step += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])
-        all_reduce_sum(step).div_(d.world_size)  # each process holds world_size x its share of the mean
+        run.writer.add_scalar("val/miou", metrics["miou"], iteration)
+        run.writer.add_scalar("val/pixel_accuracy", metrics["pixel_accuracy"], iteration)
+        for name, iou in zip(run.classes, metrics["iou"]):
+            if not math.isnan(iou):
+                run.writer.add_scalar(f"val_iou/{name}", iou, iteration)
+        if pictures:
+            panel = prediction_panel(pictures, run.palette, run.cfg.data.mean, run.cfg.data.std, run.classes)
+            run.writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
+            save_png(panel, run.work_dir / "val_predictions.png")
+        if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
+            run.best_miou = metrics["miou"]
+            best = {"model": run.module.state_dict(), "iter": iteration, "miou": run.best_miou}
+            save_atomic({**best, "config": config_to_dict(run.cfg)}, run.work_dir / "best.pth")
+        write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})
+    run.best_miou = float(broadcast_object(run.best_miou))  # rank 0 decided
+    run.validated_iter = iteration
+    return metrics["miou"]
+
+
+def stopped(run: Run, stop: StopRequest, iteration: int) -> int:
+    """Report a clean stop; 128 + the signal number when a signal asked (130 for Ctrl-C), else 0."""
+    message = f"stop requested ({stop.reason}): stopped at iteration {iteration} of {run.max_iters}, saved"
+    run.log.warning("%s", message)
+    if run.dist.is_main:
+        stop.report(message)
+    return 128 + stop.signal if stop.signal else 0
+
+
+def run_loop(run: Run, stop: StopRequest) -> int:
+    """Train from ``run.start_iter`` to the end, checkpointing and validating; a stop saves and returns."""
+    start_iter = run.start_iter
+    # A validation the previous run did not finish (killed, or stopped in it) comes first.
+    if start_iter and run.is_validation_point(start_iter) and run.validated_iter < start_iter:
+        if validate(run, start_iter, stop) is None:
+            return stopped(run, stop, start_iter)
+    # the progress bar: rank 0 only; off when stderr is not a terminal (batch jobs), where the log says the same
+    with tqdm(total=run.max_iters, initial=start_iter, disable=None if run.dist.is_main else True, unit="it") as bar:
+        return train_iterations(run, stop, bar)
+
+
+def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
+    t, data = run.cfg.train, iter(run.train_loader)
+    window_start, window_images = time.perf_counter(), 0
+    run.module.train()
+    for iteration in range(run.start_iter + 1, run.max_iters + 1):
+        step, stop_now = train_step(run, [next(data) for _ in range(run.accum)], stop)
         if not torch.isfinite(step[0]):
-            log.error(
+            run.log.error(
                 "non-finite loss %s at iteration %d: stopping without saving; the last good checkpoint is %s "
                 "(lower optim.lr, add optim.warmup_iters, or check the data)",
-                step[0].item(),
-                it + 1,
-                work_dir / "last.pth",
+                *(step[0].item(), iteration, run.work_dir / "last.pth"),
             )
             return 1
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        iteration = it + 1
-        window_images += t.batch_size
         progress.update(1)
-
-        if iteration % t.log_interval == 0 or iteration == max_iters:
-            elapsed = time.perf_counter() - window_start
-            throughput = window_images / elapsed
-            lr = optimizer.param_groups[0]["lr"]
-            loss_value, main_value, aux_value = step.tolist()
-            progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", img_s=f"{throughput:.1f}")
-            memory = (
-                torch.cuda.max_memory_allocated() / 2**30
-                if d.device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            )
-            log.info(
-                "iter %d/%d loss %.4f (main %.4f aux %.4f) lr %.3e %.1f img/s mem %.2f GiB",
-                iteration,
-                max_iters,
-                loss_value,
-                main_value,
-                aux_value,
-                lr,
-                throughput,
-                memory,
-            )
-            if writer is not None:
-                for name, value in (
-                    ("loss", loss_value),
-                    ("loss_main", main_value),
-                    ("loss_aux", aux_value),
-                    ("lr", lr),
-                    ("images_per_second", throughput),
-                    ("memory_gib", memory),
-                ):
-                    writer.add_scalar(f"train/{name}", value, iteration)
+        window_images += t.batch_size
+        if iteration % t.log_interval == 0 or iteration == run.max_iters:
+            log_step(run, iteration, step, window_images / (time.perf_counter() - window_start), progress)
             window_start, window_images = time.perf_counter(), 0
+        if stop_now or run.is_checkpoint_point(iteration):
+            save_checkpoint(run, iteration)
         if stop_now:
-            log.warning("stop requested (SIGTERM/SIGINT): saving iteration %d and exiting", iteration)
-            checkpoint(iteration)
-            progress.close()
-            return 128 + (stop.signal or signal.SIGTERM)  # a signal may have reached another process only
-        if iteration % t.checkpoint_interval == 0 and iteration < max_iters:
-            checkpoint(iteration)
-            last_saved = iteration
-        if t.eval_interval and iteration % t.eval_interval == 0 and iteration < max_iters:
-            validate(iteration)
-            last_validated = iteration
-    progress.close()
-    if last_saved != max_iters:
-        checkpoint(max_iters)
-    if last_validated != max_iters:
-        miou = validate(max_iters)
-        log.info(
-            "final mIoU %.2f%% (best %.2f%%), predictions drawn in %s",
-            100 * miou,
-            100 * best_miou,
-            work_dir / "val_predictions.png",
-        )
-    if writer is not None:
-        writer.close()
+            return stopped(run, stop, iteration)
+        if run.is_validation_point(iteration) and validate(run, iteration, stop) is None:
+            if not run.is_checkpoint_point(iteration):
+                save_checkpoint(run, iteration)
+            return stopped(run, stop, iteration)
+    if run.dist.is_main:
+        final = last_validation(run.work_dir)["miou"] or 0
+        run.log.info("final mIoU %.2f%% (best %.2f%%), predictions drawn in %s", 100 * final, 100 * run.best_miou,
+                     run.work_dir / "val_predictions.png")  # fmt: skip
     return 0
 
 
+def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
+    work_dir = work_dir_of(cfg, args.config)
+    notes: list[str] = []  # resume warnings, logged once the log exists
+    resume, state = find_resume_checkpoint(args.resume, work_dir, warn=notes.append) or (None, None)
+    data = plan_data(cfg, d)
+    # A finished run (trained and validated at its last iteration) is left exactly as it is.
+    validated = last_validation(work_dir) if state is not None else None
+    if state is not None and state["iter"] >= data.max_iters and validated and validated["iter"] >= data.max_iters:
+        if d.is_main:
+            print(
+                f"{work_dir}: the run is complete (iteration {state['iter']} of {data.max_iters}; final mIoU "
+                f"{100 * (validated['miou'] or 0):.2f}%, best {100 * state['best_miou']:.2f}% in best.pth). Nothing "
+                "to do; raise train.max_iters to train longer."
+            )
+        return 0
+    run = build(cfg, args, d, data, resume, state, notes)
+    stop = StopRequest(args.stop_file)
+    try:
+        return run_loop(run, stop)
+    finally:
+        stop.close()
+        if run.writer is not None:
+            run.writer.close()
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-IGNORE_INDEX = 255
+from utils.losses import IGNORE_INDEX as IGNORE_INDEX  # defined where the loss ignores it; re-exported here
+
 logger = logging.getLogger(__name__)
 
 

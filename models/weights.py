@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils import checkpoint as utils_checkpoint
+
 from .convert import (
     StateDict,
     convert_imagenet_resnet,
@@ -116,17 +118,14 @@ def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) ->
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load`` on the CPU with ``weights_only=True`` (no code execution), with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    """``utils.checkpoint.read_checkpoint`` for weights files: an unreadable file is an
+    ``IncompatibleWeightsError`` that asks whether the download is complete."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
+        return utils_checkpoint.read_checkpoint(path, what)
+    except utils_checkpoint.CheckpointReadError as err:
         raise IncompatibleWeightsError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); "
-            "is the download complete? Compare its checksum with the published one."
-        ) from err
+            f"{err}; is the download complete? Compare its checksum with the published one."
+        ) from err.__cause__
 
 
 def check_state_dict(

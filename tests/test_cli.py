@@ -66,3 +66,23 @@ def test_overrides_are_accepted_anywhere():
     info = _run("scripts/model_info.py --json model.head=ppm --config configs/demo.yaml --size 64 64")
     assert info.returncode == 0, info.stderr
     assert '"input_size": [\n    64,\n    64\n  ]' in info.stdout
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(capsys):
+    import errno
+
+    from utils.cli import run
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "no space left on work_dirs/demo/iter_0000100.pth; the previous one is intact")
+
+    assert run(full, []) == 2
+    assert capsys.readouterr().err == (
+        "error: no space left on work_dirs/demo/iter_0000100.pth; the previous one is intact\n"
+    )
+
+    def broken(argv):
+        raise OSError(errno.EIO, "input/output error")
+
+    with pytest.raises(OSError, match="input/output error"):
+        run(broken, [])

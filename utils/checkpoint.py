@@ -1,31 +1,218 @@
-"""Checkpoint files: plain dicts written atomically, so a crash mid-write never destroys the last good one."""
+"""Checkpoint files: plain dicts written atomically, so a crash mid-write never destroys the last good one.
+
+Reading is ``weights_only`` (no code from the file runs) with one-line errors that name the file.
+``--resume auto`` takes the newest intact checkpoint of a run (``last.pth``, else the ``iter_*.pth``
+files, newest first), so a ``last.pth`` truncated by a crash or a full disk costs one checkpoint
+interval, not the run. A full disk during a save is an ``OSError(ENOSPC)`` that says so, and the
+previous checkpoint stays as it was.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng", "config")
+ITER_FILE = re.compile(r"iter_(\d+)\.pth")
+# The temporary files our writers create in a run's folder: save_atomic's mkstemp names
+# (".<target>.<8 random characters>.tmp") for iter_*.pth and best.pth, and last.pth's link.
+TEMPORARY_FILES = re.compile(r"\.(iter_\d+\.pth|best\.pth)\.[a-z0-9_]{8}\.tmp|\.last\.pth\.tmp")
+
+
+class CheckpointReadError(ValueError):
+    """A file that is there but cannot be loaded: truncated (a crash or a full disk), corrupt, or not PyTorch."""
+
+    def __init__(self, path: Path, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"cannot read {path} as a PyTorch checkpoint: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` (no code execution), with clear errors.
+
+    A missing file is a ``FileNotFoundError`` ("<what> not found: <path>"), an unreadable one a
+    one-line ``CheckpointReadError`` with its size and torch's reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises OSError, RuntimeError, EOFError, UnpicklingError ... for bad files
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:200]  # torch's messages go on and on
+        detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        reason = f"truncated, corrupt or not a PyTorch file ({_size(path.stat().st_size)}; {detail})"
+        raise CheckpointReadError(path, reason) from err
+
+
+def _missing_training_keys(state: Any) -> list[str]:
+    return [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
+
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``train.py``, on the CPU (optimizer state moves to the parameters' device)."""
+    state = read_checkpoint(path, "checkpoint")
+    missing = _missing_training_keys(state)
+    if missing:
+        raise ValueError(
+            f"{path} is not a training checkpoint (missing {missing}); to start from its weights use "
+            f"train.load_from={path} instead of --resume"
+        )
+    return state
+
+
+def _resume_candidates(work_dir: Path) -> list[Path]:
+    """``last.pth``, then the ``iter_*.pth`` files, newest first."""
+    iters = [p for p in work_dir.glob("iter_*.pth") if ITER_FILE.fullmatch(p.name) and p.is_file()]
+    iters.sort(key=lambda p: int(ITER_FILE.fullmatch(p.name).group(1)), reverse=True)
+    last = work_dir / "last.pth"
+    return ([last] if last.is_file() else []) + iters
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def find_resume_checkpoint(
+    resume: str | None, work_dir: str | Path, *, warn: Callable[[str], object] = warnings.warn
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its loaded state (read once), or None to start fresh.
+
+    ``resume``: None (start fresh), a path (that file, which must be an intact training checkpoint:
+    otherwise an error naming it), or ``"auto"``: the newest intact training checkpoint in
+    ``work_dir``, trying ``last.pth`` and then the ``iter_*.pth`` files, newest first (an iter file
+    that is ``last.pth``'s hard link is not read again). None if there is none of these files. When
+    a newer file was skipped, ``warn`` gets one message naming the skipped file(s), why, and the file
+    used; when every file is unreadable, one ``CheckpointReadError`` lists them all.
+    """
+    if resume is None:
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+        return path, read_training_checkpoint(path)
+
+    work_dir = Path(work_dir)
+    skipped: list[tuple[Path, str]] = []
+    for path in _resume_candidates(work_dir):
+        twin = next((bad for bad, _ in skipped if _same_file(path, bad)), None)
+        if twin is not None:
+            skipped.append((path, f"the same file as {twin.name}"))
+            continue
+        try:
+            state = read_checkpoint(path)
+        except CheckpointReadError as err:
+            skipped.append((path, err.reason))
+            continue
+        missing = _missing_training_keys(state)
+        if missing:
+            skipped.append((path, f"not a training checkpoint (missing {missing})"))
+            continue
+        if skipped:
+            bad = "; ".join(f"{p} is unusable: {why}" for p, why in skipped)
+            warn(f"--resume auto: {bad}. Resuming from {path} (iteration {state['iter']}) instead")
+        return path, state
+    if skipped:
+        listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
+        raise CheckpointReadError(
+            work_dir,
+            "no intact training checkpoint",
+            f"--resume auto: no intact training checkpoint in {work_dir}:\n{listing}\n"
+            "Move these files away to start from scratch, or pass --resume PATH",
+        )
+    return None
+
+
+def _disk_full(err: BaseException, directory: Path) -> int:
+    """``errno.ENOSPC`` / ``errno.EDQUOT`` if ``err`` comes from a full disk or quota, else 0.
+
+    Writing through a Python file object, ``torch.save`` turns the ``OSError(ENOSPC)`` of the write
+    into ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`` (the OSError
+    is its ``__context__``); closing the file then raises the OSError again. Either is recognised by
+    the errno anywhere in the exception chain; a bare "unexpected pos" counts when the disk is full.
+    """
+    seen, pending = set(), [err]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.errno
+        pending += [e.__cause__, e.__context__]
+    if isinstance(err, RuntimeError) and "unexpected pos" in str(err):
+        try:
+            if shutil.disk_usage(directory).free < 2**20:
+                return errno.ENOSPC
+        except OSError:
+            pass
+    return 0
+
+
+def _disk_full_error(code: int, path: Path, existed: bool, written: int | None) -> OSError:
+    where = "no space left on" if code == errno.ENOSPC else "disk quota exceeded writing"
+    facts = []
+    if written:
+        facts.append(f"the write stopped after {_size(written)}")
+    try:
+        facts.append(f"{_size(shutil.disk_usage(path.parent).free)} free there now")
+    except OSError:
+        pass
+    kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
+    facts = f" ({', '.join(facts)})" if facts else ""
+    return OSError(code, f"{where} {path}{facts}; {kept}, the partial file was removed")
+
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    On any failure the temporary file is removed and ``path`` is untouched. A full disk (or quota)
+    is an ``OSError(ENOSPC / EDQUOT)`` whose message names ``path`` and the free space.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        code = _disk_full(err, path.parent)
+        if code:
+            raise _disk_full_error(code, path, existed, None) from err
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows when on the same filesystem
-    except BaseException:
+    except BaseException as err:
+        code = _disk_full(err, path.parent) if isinstance(err, Exception) else 0
+        try:
+            written = os.path.getsize(tmp)
+        except OSError:
+            written = None
         Path(tmp).unlink(missing_ok=True)
+        if code:
+            raise _disk_full_error(code, path, existed, written) from err
         raise
 
 
@@ -37,62 +224,85 @@ def save_training_checkpoint(state: dict[str, Any], work_dir: str | Path, iterat
     """
     work_dir = Path(work_dir)
     path = work_dir / f"iter_{iteration:07d}.pth"
-    save_atomic(state, path)
+    last = work_dir / "last.pth"
+    try:
+        save_atomic(state, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not last.is_file():
+            raise
+        raise OSError(err.errno, f"{err.strerror}; {last} still holds the previous checkpoint") from err.__cause__
     link = work_dir / ".last.pth.tmp"
     link.unlink(missing_ok=True)
     try:
-        os.link(path, link)
-    except OSError:
-        shutil.copyfile(path, link)
-    os.replace(link, work_dir / "last.pth")
+        try:
+            os.link(path, link)
+        except OSError:
+            shutil.copyfile(path, link)
+        os.replace(link, last)
+    except BaseException as err:
+        link.unlink(missing_ok=True)
+        code = _disk_full(err, work_dir) if isinstance(err, Exception) else 0
+        if code:
+            raise _disk_full_error(code, last, last.exists(), None) from err
+        raise
     for old in sorted(work_dir.glob("iter_*.pth"))[: -keep if keep > 0 else None]:
         old.unlink()
     return path
 
 
-def resolve_resume(resume: str | None, work_dir: str | Path) -> Path | None:
-    """``--resume auto``: ``<work_dir>/last.pth`` if it exists (else start fresh); a path must exist."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = Path(work_dir) / "last.pth"
-        return last if last.is_file() else None
-    if not Path(resume).is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
-    return Path(resume)
+def remove_stale_temporaries(work_dir: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted save left in ``work_dir``; returns them.
+
+    Only regular files named as our writers name them (``.iter_XXXXXXX.pth.<random>.tmp``,
+    ``.best.pth.<random>.tmp``, ``.last.pth.tmp``) directly in ``work_dir``; nothing else is touched.
+    Call it on one process (rank 0) before training starts, when no save is in progress.
+    """
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return []
+    removed = []
+    for path in sorted(work_dir.iterdir()):
+        if TEMPORARY_FILES.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def rng_states() -> dict[str, Any]:
-    """Every RNG a training step may draw from (dropout: torch; user code: numpy, random)."""
+    """Every RNG a training step may draw from (dropout: torch; user code: numpy, random).
+
+    CUDA: the generator of this process's current device only, so a checkpoint resumes on a node
+    whose processes see another number of GPUs.
+    """
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None,
         "numpy": np.random.get_state()[1].tolist(),
         "numpy_pos": int(np.random.get_state()[2]),
         "python": random.getstate(),
     }
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
+def set_rng_states(states: dict[str, Any]) -> list[str]:
+    """Restore ``rng_states()``; returns the generators whose saved state could not be restored.
+
+    ``cuda`` goes to the current device. It is skipped (and reported) on a machine without CUDA, and
+    for old checkpoints, which hold one state per visible GPU, when that list has no entry for the
+    current device.
+    """
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    not_restored = []
+    cuda = states.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # old checkpoints: get_rng_state_all(), [] when written without CUDA
+        device = torch.cuda.current_device() if cuda and torch.cuda.is_available() else None
+        if cuda and (device is None or device >= len(cuda)):
+            not_restored.append("cuda")
+        cuda = cuda[device] if device is not None and device < len(cuda) else None
+    if cuda is not None:
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda, torch.cuda.current_device())
+        else:
+            not_restored.append("cuda")
     np.random.set_state(("MT19937", np.array(states["numpy"], dtype=np.uint32), states["numpy_pos"], 0, 0.0))
     random.setstate(tuple(tuple(s) if isinstance(s, list) else s for s in states["python"]))
-
-
-TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng", "config")
-
-
-def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``train.py``, on the CPU (optimizer state moves to the parameters' device)."""
-    from models.weights import read_checkpoint  # weights_only load with readable errors
-
-    state = read_checkpoint(path, "checkpoint")
-    missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(
-            f"{path} is not a training checkpoint (missing {missing}); to start from its weights use "
-            f"train.load_from={path} instead of --resume"
-        )
-    return state
+    return not_restored

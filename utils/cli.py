@@ -9,11 +9,13 @@ message, which names the key or file and the fix. Anything else is a bug and kee
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # "no space left on <path>" (utils/checkpoint.save_atomic)
 DEBUG_HELP = "on an error, show the full traceback (user errors are otherwise one line)"
 
 
@@ -26,11 +28,12 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return main(argv) or 0
-    except USER_ERRORS as err:
-        if "--debug" in argv:
+    except (*USER_ERRORS, OSError) as err:
+        user_error = isinstance(err, USER_ERRORS) or err.errno in FULL_DISK
+        if "--debug" in argv or not user_error:
             raise
         _log_traceback(err)
-        message = str(err) or type(err).__name__
+        message = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or type(err).__name__
         if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
             message = f"{message}: {err.filename}"
         print(f"error: {message}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from datasets.base import IGNORE_INDEX
+IGNORE_INDEX = 255  # the train id of unlabelled pixels in every mask; ``datasets`` maps void / "other" to it
 
 
 class SegmentationLoss:

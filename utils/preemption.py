@@ -1,0 +1,66 @@
+"""Stopping a run cleanly: on a signal or a stop file, finish the iteration, save, and exit.
+
+How the requests arrive (docs/training.md, "Preemption"):
+
+- SLURM's time-limit warning, ``#SBATCH --signal=B:USR1@<seconds>``, reaches the batch script
+  only; ``scripts/slurm_train.sh`` then creates the stop file that every training process polls
+  (``--stop-file``). A file works across nodes and through ``torchrun``, which rewrites exit codes
+  and would die on a signal it does not handle.
+- Preemption, ``scancel`` and Ctrl-C send SIGTERM / SIGINT to every process of the job. The training
+  processes set a flag; DataLoader workers ignore these signals (``ignore_stop_signals``), so that
+  they do not die first and take the main process down with them.
+
+Either way the loop saves a checkpoint at the end of the current iteration (a validation in
+progress is abandoned and left owed to the resumed run), and the outcome is written into the stop
+file, where the job script reads it to decide whether to requeue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class StopRequest:
+    """A stop asked by a signal (to this process) or by the existence of ``stop_file``."""
+
+    def __init__(self, stop_file: str | Path | None = None) -> None:
+        self.stop_file = Path(stop_file) if stop_file else None
+        self.signal = 0
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        """Cheap enough to ask per iteration and per validation image (one ``stat`` at most)."""
+        return self.signal != 0 or (self.stop_file is not None and self.stop_file.exists())
+
+    @property
+    def reason(self) -> str:
+        if self.signal:
+            return signal.Signals(self.signal).name
+        return f"stop file {self.stop_file}" if self.requested else "no stop requested"
+
+    def report(self, message: str) -> None:
+        """Write the outcome into the stop file (the job script requeues when it says ``stopped``)."""
+        if self.stop_file is not None:
+            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.stop_file.with_name(f".{self.stop_file.name}.tmp")
+            tmp.write_text(message + "\n")
+            os.replace(tmp, self.stop_file)
+
+    def close(self) -> None:
+        """Give the signals back to their previous handlers (train.main may run several times in a process)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: workers leave the decision to stop to the main process."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
