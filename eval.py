@@ -3,6 +3,7 @@
     python eval.py --config configs/cityscapes/spnet_r101.yaml --checkpoint work_dirs/cityscapes/spnet_r101/best.pth
     python eval.py --config CFG --checkpoint CKPT --scales 0.5 0.75 1.0 1.25 1.5 1.75        # multi-scale + flip
     python eval.py --config CFG --checkpoint CKPT --profile encoding --scales 0.75 1 1.25 1.5 1.75 2 2.25
+    python eval.py --config CFG --checkpoint CKPT --profile mmseg --resize-to 2048 512 --mode whole --no-flip
     python eval.py --config CFG --checkpoint CKPT --split test --save-pred out/ --format cityscapes-submission
     torchrun --nproc_per_node=4 eval.py --config CFG --checkpoint CKPT
 
@@ -37,7 +38,7 @@ from utils.cli import add_debug_flag, run
 from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
-from utils.inference import AMP_DTYPES, Protocol
+from utils.inference import AMP_DTYPES, PROFILES, Protocol
 from utils.metrics import format_table
 from utils.results import write_json
 from utils.visualize import colorize
@@ -78,7 +79,7 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("test protocol (default: the config's eval section; docs/evaluation.md)")
     group.add_argument(
         "--profile",
-        choices=("spnet", "encoding", "mmseg"),
+        choices=tuple(PROFILES),
         help="whose resize / window / flip rules to follow: the official SPNet test code, PyTorch-Encoding or "
         "MMSegmentation (eval.profile)",
     )
@@ -87,7 +88,11 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="sliding window size (eval.crop_size)")
     group.add_argument(
-        "--stride", nargs=2, type=int, metavar=("H", "W"), help="window stride (eval.stride; null: 2/3 of the crop)"
+        "--stride",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="window stride (eval.stride; null: the profile's: 2/3 of the crop; mmseg: its configs' for the crop)",
     )
     group.add_argument("--scales", nargs="+", type=float, help="multi-scale test, e.g. 0.5 0.75 1 1.25 (eval.scales)")
     group.add_argument(
@@ -97,6 +102,14 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
         help="average with the horizontally flipped image (eval.flip; null: spnet/encoding flip, mmseg does not)",
     )
     group.add_argument("--base-size", type=int, help="long side at scale 1.0 (spnet, encoding profiles)")
+    group.add_argument(
+        "--resize-to",
+        nargs=2,
+        type=int,
+        metavar=("LONG", "SHORT"),
+        help="mmseg profile: fit the image into LONG x SHORT keeping its aspect ratio at scale 1.0, as mmseg's "
+        "img_scale, e.g. 2048 512 for ADE20K, 2048 1024 for Cityscapes (eval.resize_to)",
+    )
     group.add_argument("--window-batch", type=int, help="windows per forward pass (memory)")
     group.add_argument(
         "--print-protocol", action="store_true", help="print the resulting protocol in one line and exit"
@@ -114,7 +127,8 @@ def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
     """The config's eval section with the command-line flags applied."""
     flags = {
         "profile": args.profile, "mode": args.mode, "crop_size": args.crop, "stride": args.stride,
-        "scales": args.scales, "flip": args.flip, "base_size": args.base_size, "window_batch": args.window_batch,
+        "scales": args.scales, "flip": args.flip, "base_size": args.base_size, "resize_to": args.resize_to,
+        "window_batch": args.window_batch,
     }  # fmt: skip
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
     return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes))
@@ -223,7 +237,7 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
         print(f"wrote {write_json(args.out, {'scored': False, 'predictions': str(args.save_pred), **run_info})}")
         return 0
     metrics = matrix.compute()
-    profile_all = protocol.profile in ("spnet", "encoding")  # their code averages over all classes
+    profile_all = protocol.rules.miou_over_all_classes
     results = {
         "scored": True,
         "miou": metrics["miou_all_classes"] if miou_over_all else metrics["miou"],

@@ -284,3 +284,21 @@ def test_fused_inference_equals_the_model_as_trained(synthetic_cityscapes, tmp_p
         for p in sorted((tmp_path / "--fuse").glob("*.png"))
     ]
     assert len(same) == 3 and min(same) > 0.999
+
+
+def test_resize_to_flag_sets_mmseg_image_size(capsys):
+    """ADE20K as mmseg tests it: img_scale (2048, 512) and the stride of its 512x512 configs, 341 (2/3 is 341.3)."""
+    flags = "--print-protocol --profile mmseg --resize-to 2048 512 --crop 512 512".split()
+    assert eval_script.main(["--config", str(ROOT / "configs/ade20k/spnet_r50.yaml"), *flags]) == 0
+    line = "mmseg rules, sliding window 512x512 stride 341x341, image resized to 2048x512, scales 1, flip\n"
+    assert capsys.readouterr().out == line
+
+
+def test_mmseg_crop_without_a_config_stride_is_a_one_line_error(capsys):
+    from utils.cli import run
+
+    flags = "--print-protocol --profile mmseg --crop 700 700".split()
+    assert run(eval_script.main, ["--config", str(ROOT / "configs/demo.yaml"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mmseg has no config with a 700x700 sliding window") and err.count("\n") == 1
+    assert err.rstrip().endswith("set eval.stride or --stride H W")

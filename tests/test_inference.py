@@ -69,9 +69,9 @@ def test_window_grids():
     assert padded == (5, 7) and spnet == [(0, 0, 4, 4), (0, 3, 4, 7), (1, 0, 5, 4), (1, 3, 5, 7)]
     encoding, _ = window_grid(5, 7, Protocol(profile="encoding", crop_size=crop))  # stride int(8/3) = 2
     assert encoding == [(0, 0, 4, 4), (0, 2, 4, 6), (0, 4, 4, 7), (2, 0, 5, 4), (2, 2, 5, 6), (2, 4, 5, 7)]
-    mmseg, _ = window_grid(5, 7, Protocol(profile="mmseg", crop_size=crop))
+    mmseg, _ = window_grid(5, 7, Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)))  # no 4x4 mmseg config
     assert mmseg == [(0, 0, 4, 4), (0, 3, 4, 7), (1, 0, 5, 4), (1, 3, 5, 7)]
-    small, padded = window_grid(3, 3, Protocol(profile="mmseg", crop_size=crop))
+    small, padded = window_grid(3, 3, Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)))
     assert small == [(0, 0, 3, 3)] and padded == (3, 3)  # mmseg runs a smaller window, no padding
 
 
@@ -90,7 +90,7 @@ def test_padding_rules():
     assert torch.equal(window[:, :3, :5], image[0])  # top-left ...
     torch.testing.assert_close(window[:, 3:, :], black.expand(3, 2, 7))  # ... in black
     mmseg = Recorder()
-    _run(mmseg, image, profile="mmseg", crop_size=(5, 7))
+    _run(mmseg, image, profile="mmseg", crop_size=(5, 7), stride=(4, 5))  # mmseg has no 5x7 config to take it from
     assert torch.equal(mmseg.inputs[0], image)  # no padding at all
 
 
@@ -142,9 +142,15 @@ def test_a_window_covering_the_image_equals_whole_image(profile):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 9, 13)
     model = _Wrap(nn.Conv2d(3, 3, 3, padding=1))
-    slide = _run(model, x, profile=profile, mode="slide", crop_size=(9, 13), base_size=None)
+    slide = _run(
+        model, x, profile=profile, mode="slide", crop_size=(9, 13), stride=(6, 9), base_size=None
+    )  # any stride: 1 window
     whole = _run(model, x, profile=profile, mode="whole", base_size=None)
     torch.testing.assert_close(slide, whole)
+
+
+# mmseg takes its default stride from its own configs, which have no 6x8 window: the stride spnet's rule gives
+_MMSEG_6X8 = {"mmseg": (4, 6)}
 
 
 class _Wrap(nn.Module):
@@ -170,7 +176,7 @@ def test_flip_with_a_mirror_symmetric_model_changes_nothing(profile, mode):
     with torch.no_grad():
         conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)
     x = torch.randn(1, 3, 10, 14)
-    common = dict(profile=profile, mode=mode, crop_size=(6, 8), base_size=None)
+    common = dict(profile=profile, mode=mode, crop_size=(6, 8), stride=_MMSEG_6X8.get(profile), base_size=None)
     flipped = _run(_Wrap(conv), x, flip=True, **common)
     if profile == "encoding":
         doubled = _Wrap(nn.Sequential(conv, _Scale(2.0)))
@@ -193,7 +199,7 @@ def test_multi_scale_with_one_scale_is_single_scale(profile):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 10, 17)
     model = _Wrap(nn.Conv2d(3, 3, 3, padding=1))
-    common = dict(profile=profile, mode="slide", crop_size=(6, 8), base_size=None)
+    common = dict(profile=profile, mode="slide", crop_size=(6, 8), stride=_MMSEG_6X8.get(profile), base_size=None)
     single = _run(model, x, **common)
     repeated = _run(model, x, scales=(1.0, 1.0, 1.0), **common)
     torch.testing.assert_close(repeated, 3 * single if profile == "encoding" else single)
@@ -203,7 +209,8 @@ def test_window_batching_does_not_change_the_result():
     torch.manual_seed(0)
     x = torch.randn(1, 3, 20, 31)
     model = _Wrap(nn.Conv2d(3, 3, 3, padding=1))
-    for profile in ("spnet", "encoding", "mmseg"):
-        one = _run(model, x, profile=profile, crop_size=(8, 8), window_batch=1, base_size=None, flip=True)
-        many = _run(model, x, profile=profile, crop_size=(8, 8), window_batch=7, base_size=None, flip=True)
+    for profile, stride in (("spnet", None), ("encoding", None), ("mmseg", (6, 6))):
+        common = dict(profile=profile, crop_size=(8, 8), stride=stride, base_size=None, flip=True)
+        one = _run(model, x, window_batch=1, **common)
+        many = _run(model, x, window_batch=7, **common)
         torch.testing.assert_close(one, many)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY, _losses
 
 import train
 from conftest import ROOT
+from test_train import TINY, _losses
 
 pytestmark = pytest.mark.slow
 
