@@ -420,14 +420,6 @@ def cudnn_benchmark(enabled: bool):
         torch.backends.cudnn.benchmark = previous
 
 
-def until_stopped(loader: DataLoader, stop: StopRequest):
-    """The loader's batches until a stop is requested (a validation must not outlast SLURM's warning)."""
-    for batch in loader:
-        if stop.requested:
-            return
-        yield batch
-
-
 def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
     """Validate, log, draw, write ``val_metrics.json`` and (if better) ``best.pth``.
 
@@ -437,7 +429,7 @@ def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
     run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
     with cudnn_benchmark(False):
         matrix, pictures = evaluate(
-            run.module, until_stopped(run.val_loader, stop), run.cfg.model.num_classes, run.dist.device,
+            run.module, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
             protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=run.amp_dtype,
             channels_last=t.channels_last, keep=t.eval_pictures if run.dist.is_main else 0,
         )  # fmt: skip

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -45,6 +49,13 @@ class StopRequest:
         if self.signal:
             return signal.Signals(self.signal).name
         return f"stop file {self.stop_file}" if self.requested else "no stop requested"
+
+    def cut(self, batches: Iterable[T]) -> Iterator[T]:
+        """``batches`` until a stop is requested: a validation must not outlast SLURM's warning."""
+        for batch in batches:
+            if self.requested:
+                return
+            yield batch
 
     def report(self, message: str) -> None:
         """Write the outcome into the stop file (the job script requeues when it says ``stopped``)."""

@@ -1,0 +1,51 @@
+"""utils/preemption.py: what asks a run to stop, and the DataLoader workers that must not decide it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.preemption import StopRequest, ignore_stop_signals
+
+
+def test_a_stop_file_or_a_signal_asks_for_a_stop_and_the_outcome_goes_into_the_file(tmp_path):
+    stop_file = tmp_path / "jobs" / "slurm-7.stop"
+    stop = StopRequest(stop_file)
+    try:
+        assert not stop.requested and list(stop.cut(range(3))) == [0, 1, 2]
+        stop_file.parent.mkdir()
+        stop_file.touch()  # what the job script does on SLURM's USR1
+        assert stop.requested and stop.reason == f"stop file {stop_file}" and list(stop.cut(range(3))) == []
+        stop.report("stop requested (x): stopped at iteration 5 of 9, saved")
+        assert stop_file.read_text() == "stop requested (x): stopped at iteration 5 of 9, saved\n"
+        assert list(tmp_path.glob("jobs/.*")) == []  # written through a temporary file, renamed
+    finally:
+        stop.close()
+
+    before = signal.getsignal(signal.SIGUSR1)
+    stop = StopRequest()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.requested and stop.signal == signal.SIGUSR1 and stop.reason == "SIGUSR1"
+        stop.report("ignored without a stop file")
+    finally:
+        stop.close()
+    assert signal.getsignal(signal.SIGUSR1) is before  # handlers given back
+
+
+class _Pids(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return torch.tensor([os.getpid(), int(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)])
+
+
+def test_dataloader_workers_ignore_stop_signals():
+    loader = DataLoader(_Pids(), batch_size=1, num_workers=2, worker_init_fn=ignore_stop_signals)
+    rows = torch.cat(list(loader))
+    assert set(rows[:, 0].tolist()).isdisjoint({os.getpid()}) and rows[:, 1].tolist() == [1, 1]
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the main process keeps its handler
