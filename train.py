@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import IGNORE_INDEX, build_dataset
-from datasets.sampler import SeededSamples, ShardSampler, TrainStream
+from datasets.sampler import SeededSamples, ShardSampler, TrainStream, iterations_per_epoch
 from models import build_model
 from models.weights import load_model_weights, load_state_dict_checked
 from utils import cli
@@ -192,6 +192,7 @@ class DataPlan:
     micro: int
     accum: int
     max_iters: int
+    iterations_per_epoch: int  # of the official loader, which train.epochs counts
 
 
 def plan_data(cfg: Config, d: DistInfo) -> DataPlan:
@@ -204,8 +205,11 @@ def plan_data(cfg: Config, d: DistInfo) -> DataPlan:
     stream = TrainStream(
         len(train_set), micro_batch=micro, accumulation=accum, rank=d.rank, world_size=d.world_size, seed=t.seed
     )
-    max_iters = round(t.epochs * stream.steps_per_epoch) if t.epochs else t.max_iters
-    return DataPlan(train_set, val_set, stream, micro, accum, max_iters)
+    # train.epochs counts epochs of the official loader on the recipe's GPUs, batch / per_device_batch
+    # (4 in the paper's configs), whatever this run's processes x accumulation steps are
+    epoch = iterations_per_epoch(len(train_set), t.batch_size, num_replicas=t.batch_size // micro)
+    max_iters = round(t.epochs * epoch) if t.epochs else t.max_iters
+    return DataPlan(train_set, val_set, stream, micro, accum, max_iters, epoch)
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> bool:
@@ -241,7 +245,7 @@ def build(
     log.info(
         "%d training images (%d iterations per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
         "accumulation step(s); %d iterations",
-        *(len(data.train_set), data.stream.steps_per_epoch, len(data.val_set), t.batch_size, d.world_size),
+        *(len(data.train_set), data.iterations_per_epoch, len(data.val_set), t.batch_size, d.world_size),
         *(micro, accum, max_iters),
     )
 

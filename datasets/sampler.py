@@ -10,6 +10,8 @@ Everything is a function of (seed, position in the stream), so that
 Epoch e is a permutation of the dataset drawn from ``seed + e`` (reshuffled every epoch, as
 ``DistributedSampler.set_epoch`` does); each epoch is cut into global batches, dropping the last
 incomplete one; rank r takes every world_size-th sample of each global batch.
+
+``iterations_per_epoch`` is the official code's epoch length, for converting its schedules.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+
+def iterations_per_epoch(num_images: int, batch_size: int, num_replicas: int) -> int:
+    """Iterations per epoch of the official training (tool/train.py of the official SPNet code).
+
+    Each of its ``num_replicas`` processes draws from a ``DistributedSampler`` (default
+    drop_last=False: the dataset is padded by repeating samples up to a multiple of the replicas),
+    so a process gets ceil(num_images / num_replicas) samples per epoch; its ``DataLoader`` batches
+    them by ``batch_size / num_replicas`` (the config's batch is the global one) with
+    drop_last=True. Cityscapes, batch 8 on 4 GPUs: ceil(2975 / 4) = 744 samples per process,
+    744 // 2 = 372 iterations, 180 epochs = 66,960 iterations.
+    """
+    if batch_size % num_replicas:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of num_replicas {num_replicas}")
+    per_replica = -(-num_images // num_replicas)  # ceil
+    return per_replica // (batch_size // num_replicas)
 
 
 class TrainStream(Sampler[list[tuple[int, int]]]):
@@ -89,10 +107,12 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        # torchvision v2 transforms draw from torch's global RNG; fork it so that loading in the main
-        # process (num_workers=0) leaves the training RNG (dropout) untouched.
+        # torchvision v2 transforms draw from torch's global CPU RNG; fork it so that loading in the
+        # main process (num_workers=0) leaves the training RNG (dropout) untouched. Only the CPU
+        # generator is reseeded: torch.manual_seed would also reseed every GPU's, which fork_rng
+        # (devices=[]) does not restore, and so override the per-rank dropout seed on the GPU.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 

@@ -54,3 +54,23 @@ def test_too_small_a_dataset_is_explained():
 def test_evaluation_shards_cover_every_sample_once(size, world):
     seen = [i for rank in range(world) for i in ShardSampler(size, rank, world)]
     assert sorted(seen) == list(range(size))
+
+
+def test_seeded_samples_reseed_only_the_cpu_generator(monkeypatch):
+    """Loading in the main process must not touch the training RNGs: the CPU one is forked, and the
+    GPUs' (per-rank dropout seeds) are never reseeded, since fork_rng(devices=[]) would not restore them."""
+    import torch
+
+    from datasets.sampler import SeededSamples
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    samples = SeededSamples([None] * 3)
+    samples.dataset = type("Draws", (), {"__getitem__": lambda self, i: torch.rand(2), "__len__": lambda self: 3})()
+    torch.manual_seed(123)
+    reseeded.clear()
+    state = torch.get_rng_state()
+    first, again = samples[(0, 7)], samples[(1, 7)]
+    assert torch.equal(first, again) and not torch.equal(first, samples[(0, 8)])  # a function of the seed only
+    assert torch.equal(torch.get_rng_state(), state) and reseeded == []

@@ -158,7 +158,8 @@ def test_ddp_two_processes_match_one_process(synthetic_cityscapes, tmp_path):
     for other in ("single", "accum"):
         weights = torch.load(tmp_path / other / "last.pth", weights_only=True)["model"]
         for key, value in ddp.items():
-            torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-5, msg=f"{other}: {key}")
+            # float rounding differs (sums over 2 processes): measured up to 3e-5 after 4 iterations
+            torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-4, msg=f"{other}: {key}")
     assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)
 
 
@@ -221,13 +222,13 @@ def test_slurm_script_builds_a_multi_node_torchrun(tmp_path):
 
 
 def test_epochs_set_the_number_of_iterations(synthetic_cityscapes, tmp_path):
-    """6 training images at batch 4: one iteration per epoch (the incomplete batch is dropped)."""
+    """6 images, batch 4 as the recipe's 4 GPUs x 1 image (here: 4 accumulation steps). The official
+    loader gives each GPU ceil(6 / 4) = 2 images, so an epoch is 2 iterations (not 6 // 4 = 1)."""
     work_dir = tmp_path / "epochs"
-    assert (
-        _run(synthetic_cityscapes, work_dir, "train.epochs=3", "train.eval_interval=0", "train.eval_max_images=1") == 0
-    )
+    args = ["train.epochs=1.5", "train.per_device_batch=1", "train.eval_interval=0", "train.eval_max_images=1"]
+    assert _run(synthetic_cityscapes, work_dir, *args) == 0
     log = (work_dir / "train.log").read_text()
-    assert "(1 iterations per epoch)" in log and "; 3 iterations" in log
+    assert "(2 iterations per epoch)" in log and "; 3 iterations" in log
     assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == 3
 
 

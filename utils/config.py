@@ -137,7 +137,9 @@ class TrainConfig:
     """The loop of ``train.py``. Schedules are in iterations; one iteration = one global batch."""
 
     max_iters: int = bounded(40_000, min=1)
-    epochs: float | None = bounded(None, above=0)  # if set: max_iters = ceil(epochs * train images / batch_size)
+    # if set: max_iters = round(epochs x the official epoch), ceil(train images / GPUs) // per_device_batch with
+    # GPUs = batch_size / per_device_batch, the recipe's, whatever runs it (datasets.sampler.iterations_per_epoch)
+    epochs: float | None = bounded(None, above=0)
     batch_size: int = bounded(8, min=1)  # global, over all processes and accumulation steps
     per_device_batch: int | None = bounded(None, min=1)  # images per forward pass; null: batch_size / processes
     work_dir: str | None = None  # null: work_dirs/<config path under configs/ without .yaml>
@@ -172,11 +174,11 @@ class EvalConfig:
     profile: Literal["spnet", "encoding", "mmseg"] = "spnet"  # whose resize / pad / fuse rules
     mode: Literal["whole", "slide"] = "slide"
     crop_size: tuple[int, int] = (768, 768)  # sliding window
-    stride: tuple[int, int] | None = None  # null: 2/3 of the crop
+    stride: tuple[int, int] | None = None  # null: the profile's (2/3 of the crop; mmseg: its configs' for the crop)
     scales: tuple[float, ...] = (1.0,)  # e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale
     flip: bool | None = None  # null: the profile's (spnet and encoding flip, mmseg does not)
     base_size: int | None = bounded(2048, min=1)  # spnet / encoding: long side at scale 1.0; null: the image's own
-    resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target; null: own size
+    resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target, its img_scale; null: own size
     window_batch: int = bounded(1, min=1)  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU
     amp: Literal["none", "fp16", "bf16"] = "none"
 
