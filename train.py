@@ -322,7 +322,7 @@ def build(
         classes=data.train_set.classes, palette=data.train_set.palette, protocol=protocol,
         writer=SummaryWriter(work_dir / "tb") if d.is_main else None, micro=micro, accum=accum,
         max_iters=max_iters, amp_dtype=AMP_DTYPES[t.amp], memory_format=memory_format, start_iter=start_iter,
-        best_miou=best_miou, validated_iter=(last_validation(work_dir) or {}).get("iter", -1) if state else -1,
+        best_miou=best_miou,
     )  # fmt: skip
 
 
@@ -535,6 +535,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             )
         return 0
     run = build(cfg, args, d, data, resume, state, notes)
+    run.validated_iter = validated["iter"] if validated else -1  # a validation still owed runs first
     stop = StopRequest(args.stop_file)
     try:
         return run_loop(run, stop)
