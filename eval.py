@@ -38,6 +38,7 @@ from utils.cli import add_debug_flag, run
 from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
+from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
 from utils.inference import AMP_DTYPES, PROFILES, Protocol
 from utils.metrics import format_table
 from utils.results import write_json
@@ -117,9 +118,10 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="fold every conv+BatchNorm pair and ACNet block into one conv before inference (default: on; exact "
-        "up to float rounding, checked on a sample when folding; --no-fuse runs the modules as trained)",
+        default=None,
+        help="fold every conv+BatchNorm pair and ACNet block into one conv before inference (eval.fast.fold_bn, "
+        "default on; exact up to float rounding, checked on a sample when folding; --no-fuse runs the modules "
+        "as trained)",
     )
 
 
@@ -131,15 +133,41 @@ def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
         "window_batch": args.window_batch,
     }  # fmt: skip
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    if args.fuse is not None:
+        changes["fast"] = dataclasses.replace(cfg.eval.fast, fold_bn=args.fuse)
     return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes))
 
 
-def prepare_for_inference(model: torch.nn.Module, fuse: bool, device: torch.device) -> str:
-    """Fold conv+BN pairs (and ACNet blocks) of the eval-mode ``model`` in place; says what it did."""
-    if not fuse:
-        return "folding: off (--no-fuse)"
-    example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
-    return f"folding: {fold_model(model, example)}"
+@dataclasses.dataclass
+class InferenceModel:
+    """What ``prepare_for_inference`` made: the module to call, the input memory format, a summary."""
+
+    model: torch.nn.Module
+    channels_last: bool
+    summary: str
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def prepare_for_inference(model: torch.nn.Module, eval_cfg: Any, device: torch.device) -> InferenceModel:
+    """The eval-mode ``model`` with the ``eval`` section's fast paths (``eval.fast``, channels_last,
+    compile; utils/fast_paths.py): conv+BN folded in place, strip convs switched, memory kept."""
+    fast = eval_cfg.fast
+    reuse_freed_memory(fast.reuse_memory)
+    use_strip_conv_fast_path(model, fast.strip_conv)
+    if fast.fold_bn:
+        example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+        folding = f"folding: {fold_model(model, example)}"
+    else:
+        folding = "folding: off (eval.fast.fold_bn=false / --no-fuse)"
+    channels_last = resolve_channels_last(eval_cfg.channels_last, fast.channels_last, device, training=False)
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if eval_cfg.compile:  # freezing: weights become constants, so inductor prepacks them for its kernels
+        model = torch.compile(model, options={"freezing": True})
+    summary = f"{folding}\nfast paths: {fast}, channels_last {channels_last}, compile {eval_cfg.compile}"
+    return InferenceModel(model, channels_last, summary)
 
 
 def prediction_writer(folder: Path, fmt: str, dataset_name: str, palette) -> Any:
@@ -203,12 +231,11 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
         dataset = Subset(dataset, range(min(args.max_images, len(dataset))))
     model = build_model(cfg, load_pretrained=False)
     report = load_model_weights(model, args.checkpoint)
-    model = model.to(d.device).eval()
-    fused = prepare_for_inference(model, args.fuse, d.device)
+    prepared = prepare_for_inference(model.to(d.device).eval(), cfg.eval, d.device)
     protocol = Protocol.from_config(cfg.eval)
     if d.is_main:
         print(f"protocol: {protocol}", flush=True)  # first, so that no number is read without it
-        print(f"{report}\n{fused}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True)
+        print(f"{report}\n{prepared.summary}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True)
     loader = DataLoader(
         dataset,
         batch_size=1,
@@ -218,15 +245,16 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
     writer = prediction_writer(args.save_pred, args.format, cfg.data.dataset, palette) if args.save_pred else None
     start = time.perf_counter()
     matrix, _ = evaluate(
-        model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean, std=cfg.data.std,
-        amp_dtype=AMP_DTYPES[cfg.eval.amp], on_prediction=writer,
+        prepared.model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean,
+        std=cfg.data.std, amp_dtype=AMP_DTYPES[cfg.eval.amp], channels_last=prepared.channels_last,
+        inference_mode=cfg.eval.fast.inference_mode, on_prediction=writer,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if not d.is_main:
         return 0
     run_info = dict(
         split=split, num_images=len(dataset), protocol=dataclasses.asdict(protocol), protocol_text=str(protocol),
-        fused=args.fuse, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256,
+        fused=cfg.eval.fast.fold_bn, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256,
         checkpoint_iter=report.iteration, train_config=report.config, config_path=str(args.config),
         world_size=d.world_size, device=str(d.device),
         timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),

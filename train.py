@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from datasets import IGNORE_INDEX, build_dataset
 from datasets.sampler import SeededSamples, ShardSampler, TrainStream, iterations_per_epoch
 from models import build_model
+from models.modules import fold_model
 from models.weights import load_model_weights, load_state_dict_checked
 from utils import cli
 from utils.checkpoint import (
@@ -54,9 +56,11 @@ from utils.distributed import (
     barrier,
     broadcast_object,
     cleanup,
+    host_all_reduce_sum,
     init_distributed,
 )
 from utils.evaluation import evaluate
+from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
 from utils.inference import AMP_DTYPES, Protocol
 from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
@@ -262,7 +266,12 @@ def build(
         )
     if d.distributed and d.device.type == "cuda" and t.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    # Exact fast paths (utils/fast_paths.py): each is on or off, and none changes the numbers.
+    reuse_freed_memory(t.fast.reuse_memory)
+    use_strip_conv_fast_path(model, t.fast.strip_conv)
+    channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, d.device, training=True)
+    log.info("fast paths: %s, channels_last %s", t.fast, channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(d.device, memory_format=memory_format)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, max_iters)
@@ -343,22 +352,27 @@ def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, tor
 def train_step(run: Run, batches: list[dict], stop: StopRequest) -> tuple[torch.Tensor, bool]:
     """Forward/backward over the accumulation steps, then one optimizer step.
 
-    Returns (loss, main, aux) averaged over the global batch, and whether any process was asked to
-    stop (the processes agree on it here, so they all stop after the same iteration).
+    Returns (loss, main, aux) averaged over the global batch, as a device tensor, and whether any
+    process was asked to stop (the processes agree on it here, so they all stop after the same
+    iteration). With ``loss.type=ce`` nothing here waits for the GPU: the loss normaliser (labelled
+    pixels of the global batch) is counted and summed on the device, the stop flag is agreed on the
+    host, and the loss is read, and checked for NaN, only where the loop synchronises anyway
+    (``must_check_loss``). OHEM picks its pixels on the host, and fp16's gradient scaler checks
+    for overflow on the host: each reads the GPU once per step.
     """
     d, model = run.dist, run.model
-    # One small all-reduce: labelled pixels of the global batch (the loss normaliser) and the stop flag.
-    shared = torch.tensor(
-        [sum(int((b["mask"] != IGNORE_INDEX).sum()) for b in batches), float(stop.requested)],
-        dtype=torch.float64,
-        device=d.device,
-    )
-    labelled, stop_now = all_reduce_sum(shared).tolist()
-    normalizer = max(labelled, 1.0) / d.world_size
+    stop_now = bool(host_all_reduce_sum(torch.tensor([float(stop.requested)]))[0])
+    inputs = [
+        (
+            b["image"].to(d.device, non_blocking=True).to(memory_format=run.memory_format),
+            b["mask"].to(d.device, non_blocking=True),
+        )
+        for b in batches
+    ]
+    labelled = all_reduce_sum(sum((target != IGNORE_INDEX).sum(dtype=torch.float64) for _, target in inputs))
+    normalizer = (labelled.clamp(min=1) / d.world_size).float()
     step = torch.zeros(3, device=d.device)  # loss, main, aux: this process's share
-    for k, batch in enumerate(batches):
-        images = batch["image"].to(d.device, non_blocking=True).to(memory_format=run.memory_format)
-        target = batch["mask"].to(d.device, non_blocking=True)
+    for k, (images, target) in enumerate(inputs):
         no_sync = model.no_sync() if d.distributed and k < run.accum - 1 else contextlib.nullcontext()
         with no_sync:
             with torch.autocast(d.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
@@ -367,12 +381,11 @@ def train_step(run: Run, batches: list[dict], stop: StopRequest) -> tuple[torch.
             run.scaler.scale(loss).backward()
         step += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])
     all_reduce_sum(step).div_(d.world_size)  # each process holds world_size x its share of the mean
-    if torch.isfinite(step[0]):
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.scheduler.step()
+    run.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients overflowed (the scaler's own check)
+    run.scaler.update()
+    run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return step, bool(stop_now)
+    return step, stop_now
 
 
 def log_step(run: Run, iteration: int, step: torch.Tensor, images_per_second: float, progress: tqdm) -> None:
@@ -424,6 +437,18 @@ def cudnn_benchmark(enabled: bool):
         torch.backends.cudnn.benchmark = previous
 
 
+def inference_model(run: Run) -> tuple[nn.Module, bool]:
+    """The model validation runs, and whether in channels_last: with ``train.fast.fold_bn`` a copy
+    with conv+BN folded (the training model keeps its BatchNorms), else the training model itself."""
+    t = run.cfg.train
+    if not t.fast.fold_bn:
+        return run.module, run.memory_format == torch.channels_last
+    channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, run.dist.device, training=False)
+    model = copy.deepcopy(run.module).eval()
+    fold_model(model, torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(run.dist.device))
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), channels_last
+
+
 def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
     """Validate, log, draw, write ``val_metrics.json`` and (if better) ``best.pth``.
 
@@ -431,12 +456,15 @@ def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
     """
     start, t = time.perf_counter(), run.cfg.train
     run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
+    model, channels_last = inference_model(run)
     with cudnn_benchmark(False):
         matrix, pictures = evaluate(
-            run.module, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
+            model, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
             protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=run.amp_dtype,
-            channels_last=t.channels_last, keep=t.eval_pictures if run.dist.is_main else 0,
+            channels_last=channels_last, inference_mode=t.fast.inference_mode,
+            keep=t.eval_pictures if run.dist.is_main else 0,
         )  # fmt: skip
+    del model
     if all_reduce_sum(torch.tensor([float(stop.requested)], device=run.dist.device)).item():
         run.log.warning("validation at iteration %d interrupted by a stop request: owed to the resumed run", iteration)
         return None
@@ -486,19 +514,32 @@ def run_loop(run: Run, stop: StopRequest) -> int:
         return train_iterations(run, stop, bar)
 
 
+def must_check_loss(run: Run, iteration: int, stop_now: bool) -> bool:
+    """Where the loop reads the loss (a GPU synchronisation): log steps, and before anything is saved
+    or validated, so a non-finite loss never reaches a checkpoint."""
+    log_step_now = iteration % run.cfg.train.log_interval == 0 or iteration == run.max_iters
+    return log_step_now or stop_now or run.is_checkpoint_point(iteration) or run.is_validation_point(iteration)
+
+
 def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
     t, data = run.cfg.train, iter(run.train_loader)
     window_start, window_images = time.perf_counter(), 0
+    finite = torch.ones((), dtype=torch.bool, device=run.dist.device)  # every loss since the last check
+    checked_iter = run.start_iter
     run.module.train()
     for iteration in range(run.start_iter + 1, run.max_iters + 1):
         step, stop_now = train_step(run, [next(data) for _ in range(run.accum)], stop)
-        if not torch.isfinite(step[0]):
-            run.log.error(
-                "non-finite loss %s at iteration %d: stopping without saving; the last good checkpoint is %s "
-                "(lower optim.lr, add optim.warmup_iters, or check the data)",
-                *(step[0].item(), iteration, run.work_dir / "last.pth"),
-            )
-            return 1
+        finite &= torch.isfinite(step[0])
+        if must_check_loss(run, iteration, stop_now):
+            if not finite.item():
+                run.log.error(
+                    "non-finite loss %s at iteration %d (finite at iteration %d, the last check): stopping "
+                    "without saving; the last good checkpoint is %s (lower optim.lr, add optim.warmup_iters, or "
+                    "check the data)",
+                    *(step[0].item(), iteration, checked_iter, run.work_dir / "last.pth"),
+                )
+                return 1
+            checked_iter = iteration
         progress.update(1)
         window_images += t.batch_size
         if iteration % t.log_interval == 0 or iteration == run.max_iters:

@@ -1,165 +1,226 @@
-"""Time the model of a config: inference or training steps per second on random input.
+"""Time the model of a config: inference, training steps or the test protocol, on random input.
 
     python scripts/benchmark.py --config configs/cityscapes/spnet_r101.yaml --size 769 769 --mode inference
-    python scripts/benchmark.py --config configs/demo.yaml --size 256 512 --batch 4 --mode train --iters 5
-    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --device cuda --amp fp16 --channels-last
+    python scripts/benchmark.py --config configs/demo.yaml --size 256 256 --batch 8 --mode train --iters 5
+    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --device cuda train.amp=fp16
     python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --mode protocol --size 1024 2048
-    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --size 769 769 --compare-fuse
+    python scripts/benchmark.py --config configs/demo.yaml --mode train --batch 8 --versus train.fast=false
+    python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --versus eval.fast.fold_bn=false
 
-``--fuse`` times the model after ``fold_model`` (conv+BN pairs folded, as ``eval.py`` runs it);
-``--compare-fuse`` times the plain and the folded model side by side in one process, alternating one
-iteration of each, and reports both medians, their ratio and the largest difference of the logits.
+The config's fast paths are what runs: ``eval.fast`` / ``eval.channels_last`` / ``eval.amp`` /
+``eval.compile`` for ``--mode inference`` and ``protocol``, ``train.fast`` / ``train.channels_last``
+/ ``train.amp`` / ``train.compile`` for ``--mode train``; switch any of them with an override
+(``train.fast=false`` is the plain path). ``--versus OVERRIDE ...`` times a second setting, the
+config with those overrides too, alternating one iteration of each in this process (process-wide
+settings such as ``reuse_memory`` cannot differ between the two), and reports both medians,
+their ratio and the largest difference of the outputs (inference logits; training: the first
+step's loss). ``scripts/compare_official.py`` times the official code against ours.
 
-``--mode protocol`` times the config's test protocol (``eval`` section: sliding window, flip, scales)
-on one image of ``--size``, the way eval.py runs it; ``--window-batch`` overrides how many windows
-go through the model at once.
+``--mode protocol`` times the ``eval`` section's test protocol (sliding window, flip, scales) on one
+image of ``--size``, as eval.py runs it; ``--window-batch`` overrides how many windows go through
+the model at once.
 
-Reports the median time per iteration after ``--warmup`` untimed iterations (the first ones pay
-for memory allocation and kernel selection), images per second, and peak GPU memory on CUDA.
-A training step is forward, cross-entropy on "out" + 0.4 x "aux", backward and an SGD step.
+Reports the median time per iteration after ``--warmup`` untimed iterations (the first one pays
+for memory allocation, kernel selection and any compile: reported apart), images per second, peak
+memory during the side's timed iterations (CUDA: max allocated; CPU: the process's peak resident
+set, which includes memory kept for reuse, the other side's too) and GFLOPs per iteration. A
+training step is forward, cross-entropy on "out" + 0.4 x "aux", backward and an SGD step.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval import prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
-from models.modules import fold_model  # noqa: E402
 from utils.cli import add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import Config, load_config  # noqa: E402
+from utils.fast_paths import (  # noqa: E402
+    inference_context,
+    resolve_channels_last,
+    reuse_freed_memory,
+    use_strip_conv_fast_path,  # noqa: E402
+)
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
+from utils.losses import SegmentationLoss  # noqa: E402
+from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # noqa: E402
 
 
-def benchmark(
-    cfg,
-    *,
-    size: tuple[int, int],
-    batch: int = 1,
-    mode: str = "inference",
-    iters: int = 10,
-    warmup: int = 2,
-    device: str = "cpu",
-    amp: str = "none",
-    channels_last: bool = False,
-    window_batch: int | None = None,
-    fuse: bool = False,
-) -> dict:
-    if amp == "fp16" and device == "cpu":
-        raise ValueError("fp16 autocast is for CUDA; use --amp bf16 on the CPU")
-    if fuse and mode == "train":
-        raise ValueError("--fuse folds BatchNorm for inference; it does not apply to --mode train")
+@dataclasses.dataclass
+class Side:
+    """One setting under test: its model, its one-iteration ``step``, and what to apply before it."""
+
+    name: str
+    step: Callable[[], None]
+    output: Callable[[], float | torch.Tensor]  # what --versus compares
+    reuse_memory: bool
+    description: str
+    flops: int = 0
+
+
+def make_side(
+    cfg: Config, name: str, *, mode: str, size: tuple[int, int], batch: int, device: str,
+    window_batch: int | None = None, state: dict | None = None,
+) -> Side:  # fmt: skip
+    """Build the model of ``cfg`` (weights from ``state`` when given: both sides of --versus share them)."""
+    torch.manual_seed(0)
     model = build_model(cfg, load_pretrained=False).to(device)
-    if fuse:
-        fold_model(model.eval(), torch.randn(1, 3, 64, 64, device=device))
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    x = torch.randn(batch, 3, *size, device=device).to(memory_format=memory_format)
-    target = torch.randint(0, cfg.model.num_classes, (batch, *size), device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
-    dtype = AMP_DTYPES[amp]
+    if state is not None:
+        model.load_state_dict(state)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, *size, generator=generator).to(device)
+    target = torch.randint(0, cfg.model.num_classes, (batch, *size), generator=generator).to(device)
+    if mode == "train":
+        t = cfg.train
+        if t.amp == "fp16" and torch.device(device).type != "cuda":
+            raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
+        use_strip_conv_fast_path(model, t.fast.strip_conv)
+        channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, device, training=True)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format).train()
+        x = x.contiguous(memory_format=memory_format)
+        call = torch.compile(model) if t.compile else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler(torch.device(device).type, enabled=t.amp == "fp16")
+        criterion, dtype, losses = SegmentationLoss("ce", aux_weight=0.4), AMP_DTYPES[t.amp], []
 
-    protocol = dataclasses.replace(Protocol.from_config(cfg.eval), window_batch=window_batch or cfg.eval.window_batch)
-
-    def step() -> None:
-        if mode == "protocol":
-            infer(model, x, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std, amp_dtype=dtype)
-            return
-        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
-            outputs = model(x)
-            if mode == "train":
-                loss = F.cross_entropy(outputs["out"], target)
-                if "aux" in outputs:
-                    loss = loss + 0.4 * F.cross_entropy(outputs["aux"], target)
-        if mode == "train":
+        def step() -> None:
+            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+                loss, _ = criterion(call(x), target, float(target.numel()))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            if not losses:
+                losses.append(loss.item())
 
-    model.train(mode == "train")
-    times = []
-    with torch.set_grad_enabled(mode == "train"):
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        for i in range(warmup + iters):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()  # kernels are asynchronous; time what actually ran
-            start = time.perf_counter()
-            step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+        description = f"train.fast {t.fast}, channels_last {channels_last}, amp {t.amp}, compile {t.compile}"
+        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description)
+
+    e = cfg.eval
+    if e.amp == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError("eval.amp=fp16 is for CUDA; use eval.amp=bf16 on the CPU")
+    prepared = prepare_for_inference(model.eval(), e, torch.device(device))
+    x = x.contiguous(memory_format=prepared.memory_format)
+    dtype, logits = AMP_DTYPES[e.amp], []
+    protocol = dataclasses.replace(Protocol.from_config(e), window_batch=window_batch or e.window_batch)
+
+    def step() -> None:
+        with inference_context(e.fast.inference_mode):
+            if mode == "protocol":
+                out = infer(prepared.model, x[:1], protocol, cfg.model.num_classes, mean=cfg.data.mean,
+                            std=cfg.data.std, amp_dtype=dtype)  # fmt: skip
+            else:
+                with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+                    out = prepared.model(x)["out"]
+        if not logits:
+            logits.append(out.float().clone())
+
+    description = prepared.summary.replace("\n", "; ") + f", amp {e.amp}"
+    return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description)
+
+
+def time_sides(sides: list[Side], *, iters: int, warmup: int, device: str) -> dict[str, dict]:
+    """Alternate one iteration of each side; medians after ``warmup`` rounds, peaks over the timed ones."""
+    times: dict[str, list[float]] = {s.name: [] for s in sides}
+    first: dict[str, float] = {}
+    peaks: dict[str, float | None] = {}
+    cuda = torch.device(device).type == "cuda"
+    for side in sides:  # FLOPs from an eager, untimed run (the counter does not see into compiled code)
+        torch.manual_seed(0)  # dropout: every side's first step draws the same masks (--versus compares them)
+        side.flops = count_flops(side.step) if not _compiled(side) else 0
+    for i in range(warmup + iters):
+        for side in sides:
+            if i == 0:
+                reuse_freed_memory(side.reuse_memory)  # process-wide; both sides agree (checked)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+                reset_peak_memory(device)
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            side.step()
+            if cuda:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            if i == 0:
+                first[side.name] = elapsed
+            if i >= warmup:
+                times[side.name].append(elapsed)
+                peaks[side.name] = max(peaks.get(side.name) or 0.0, peak_memory_gib(device) or 0.0) or None
+    return {
+        s.name: {
+            "seconds_per_iter": statistics.median(times[s.name]),
+            "first_iteration_seconds": first[s.name],
+            "peak_memory_gib": peaks.get(s.name),
+            "gflops_per_iter": s.flops / 1e9 if s.flops else None,
+            "settings": s.description,
+        }
+        for s in sides
+    }
+
+
+_REUSE_MESSAGE = (
+    "--versus cannot switch fast.reuse_memory: it is process-wide, and glibc cannot go back to its defaults "
+    "in-process; time it with scripts/compare_official.py (one process per side), or in two runs"
+)
+
+
+def _compiled(side: Side) -> bool:
+    return "compile True" in side.description
+
+
+def benchmark(
+    cfg: Config, *, size: tuple[int, int], batch: int = 1, mode: str = "inference", iters: int = 10,
+    warmup: int = 2, device: str = "cpu", window_batch: int | None = None, versus: Config | None = None,
+) -> dict:  # fmt: skip
+    """Time ``cfg`` (and ``versus``, alternating, on the same weights and input); see the module docstring."""
+    if versus is not None and versus.train.fast.reuse_memory != cfg.train.fast.reuse_memory and mode == "train":
+        raise ValueError(_REUSE_MESSAGE)
+    if versus is not None and versus.eval.fast.reuse_memory != cfg.eval.fast.reuse_memory and mode != "train":
+        raise ValueError(_REUSE_MESSAGE)
+    state = None
+    if versus is not None:  # both sides start from the same weights
+        torch.manual_seed(0)
+        state = build_model(cfg, load_pretrained=False).state_dict()
+    sides = [
+        make_side(c, n, mode=mode, size=size, batch=batch, device=device, window_batch=window_batch, state=state)
+        for c, n in ((cfg, "config"), (versus, "versus"))
+        if c is not None
+    ]
+    timed = time_sides(sides, iters=iters, warmup=warmup, device=device)
+    r = timed["config"]
     result = {
         "mode": mode,
-        **({"protocol": dataclasses.asdict(protocol)} if mode == "protocol" else {}),
+        **({"protocol": str(Protocol.from_config(cfg.eval))} if mode == "protocol" else {}),
         "size": list(size),
         "batch": batch,
         "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
-        "amp": amp,
-        "channels_last": channels_last,
-        "fused": fuse,
         "threads": torch.get_num_threads(),
         "iters": iters,
-        "seconds_per_iter": median,
-        "images_per_second": batch / median,
+        **r,
+        "images_per_second": batch / r["seconds_per_iter"],
     }
-    if device.startswith("cuda"):
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    if versus is not None:
+        a, b = sides[0].output(), sides[1].output()
+        result["versus"] = {**timed["versus"], "images_per_second": batch / timed["versus"]["seconds_per_iter"]}
+        result["speedup_of_versus"] = r["seconds_per_iter"] / timed["versus"]["seconds_per_iter"]
+        if torch.is_tensor(a):
+            result["max_abs_logit_difference"] = (a - b).abs().max().item()
+            result["max_abs_logit"] = a.abs().max().item()
+        else:
+            result["first_loss"], result["versus"]["first_loss"] = a, b
     return result
-
-
-def compare_fuse(cfg, *, size: tuple[int, int], iters: int = 10, warmup: int = 2, device: str = "cpu") -> dict:
-    """Plain vs folded inference, alternating one timed iteration of each (same weights, same input)."""
-    plain = build_model(cfg, load_pretrained=False).to(device).eval()
-    with torch.no_grad():  # trained-looking BN statistics, so that folding changes every weight
-        for m in plain.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    fused = copy.deepcopy(plain)
-    report = fold_model(fused, torch.randn(1, 3, 64, 64, device=device))
-    x = torch.randn(1, 3, *size, device=device)
-    times: dict[str, list[float]] = {"plain": [], "fused": []}
-    outputs = {}
-    with torch.no_grad():
-        for i in range(warmup + iters):
-            for name, model in (("plain", plain), ("fused", fused)):
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                outputs[name] = model(x)["out"]
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    return {
-        "size": list(size),
-        "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
-        "threads": torch.get_num_threads(),
-        "iters": iters,
-        "folding": str(report),
-        "seconds_plain": medians["plain"],
-        "seconds_fused": medians["fused"],
-        "speedup": medians["plain"] / medians["fused"],
-        "max_abs_logit_difference": (outputs["plain"] - outputs["fused"]).abs().max().item(),
-        "max_abs_logit": outputs["plain"].abs().max().item(),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,50 +233,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--fuse", action="store_true", help="fold conv+BN pairs first (inference, protocol)")
-    parser.add_argument("--compare-fuse", action="store_true", help="plain vs folded inference, alternating")
+    parser.add_argument("--versus", nargs="+", metavar="OVERRIDE", help="also time the config with these overrides")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
+    if args.warmup < 1 or args.iters < 1:
+        raise ValueError("--warmup and --iters must be at least 1")
 
     cfg = load_config(args.config, args.overrides)
-    if args.compare_fuse:
-        r = compare_fuse(cfg, size=tuple(args.size), iters=args.iters, warmup=args.warmup, device=args.device)
-        print(json.dumps({"config": args.config, **r}, indent=2) if args.json else _fuse_sentence(args.config, r))
-        return
+    versus = load_config(args.config, [*args.overrides, *args.versus]) if args.versus else None
     r = benchmark(
-        cfg,
-        size=tuple(args.size),
-        batch=args.batch,
-        mode=args.mode,
-        iters=args.iters,
-        warmup=args.warmup,
-        device=args.device,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        window_batch=args.window_batch,
-        fuse=args.fuse,
-    )
+        cfg, size=tuple(args.size), batch=args.batch, mode=args.mode, iters=args.iters, warmup=args.warmup,
+        device=args.device, window_batch=args.window_batch, versus=versus,
+    )  # fmt: skip
     if args.json:
-        print(json.dumps({"config": args.config, **r}, indent=2))
+        print(json.dumps({"config": args.config, "overrides": args.overrides, "versus_overrides": args.versus, **r},
+                         indent=2))  # fmt: skip
         return
-    memory = f", peak memory {r['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in r else ""
-    print(
-        f"{args.config}: {r['mode']} {r['batch']}x3x{r['size'][0]}x{r['size'][1]} on {r['device']} "
-        f"({r['threads']} threads, amp {r['amp']}): {r['seconds_per_iter'] * 1000:.1f} ms/iter, "
-        f"{r['images_per_second']:.2f} img/s (median of {r['iters']}){memory}"
+    print(_sentence(args.config, r, "config"))
+    if versus is not None:
+        print(_sentence(f"  versus {' '.join(args.versus)}", r["versus"], None))
+        same = (
+            f"largest logit difference {r['max_abs_logit_difference']:.1e} (logits up to {r['max_abs_logit']:.1f})"
+            if "max_abs_logit_difference" in r
+            else f"first loss {r['first_loss']:.6f} vs {r['versus']['first_loss']:.6f}"
+        )
+        print(f"  config / versus time: {r['speedup_of_versus']:.2f}x, alternating; {same}")
+
+
+def _sentence(title: str, r: dict, head: str | None) -> str:
+    memory = f", peak memory {r['peak_memory_gib']:.2f} GiB" if r.get("peak_memory_gib") else ""
+    flops = f", {r['gflops_per_iter']:.1f} GFLOPs" if r.get("gflops_per_iter") else ""
+    what = (
+        f"{r['mode']} {r['batch']}x3x{r['size'][0]}x{r['size'][1]} on {r['device']} ({r['threads']} threads), "
+        if head
+        else ""
     )
-
-
-def _fuse_sentence(config: str, r: dict) -> str:
     return (
-        f"{config}: inference 1x3x{r['size'][0]}x{r['size'][1]} on {r['device']} ({r['threads']} threads), "
-        f"alternating, median of {r['iters']}: plain {r['seconds_plain'] * 1000:.1f} ms, folded "
-        f"{r['seconds_fused'] * 1000:.1f} ms ({r['speedup']:.2f}x); {r['folding']}; largest logit difference "
-        f"{r['max_abs_logit_difference']:.1e} (logits up to {r['max_abs_logit']:.1f})"
+        f"{title}: {what}{r['seconds_per_iter'] * 1000:.1f} ms/iter, {r['images_per_second']:.2f} img/s "
+        f"(median{' of ' + str(r['iters']) if head else ''}; first iteration {r['first_iteration_seconds']:.1f} s)"
+        f"{flops}{memory} [{r['settings']}]"
     )
 
 

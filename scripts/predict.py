@@ -35,6 +35,7 @@ from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
 from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.fast_paths import inference_context  # noqa: E402
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 from utils.visualize import colorize  # noqa: E402
 
@@ -91,17 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     _, palette = class_info(cfg)
     model = build_model(cfg, load_pretrained=False)
     print(load_model_weights(model, args.checkpoint))
-    model = model.to(args.device).eval()
-    print(prepare_for_inference(model, args.fuse, torch.device(args.device)))
+    prepared = prepare_for_inference(model.to(args.device).eval(), cfg.eval, torch.device(args.device))
+    print(prepared.summary)
     print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
         raw = read_image(path)
-        image = normalize(tv_tensors.Image(raw))[None].to(args.device)
-        scores = infer(
-            model, image, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std,
-            amp_dtype=AMP_DTYPES[cfg.eval.amp],
-        )  # fmt: skip
+        image = normalize(tv_tensors.Image(raw))[None].to(args.device, memory_format=prepared.memory_format)
+        with inference_context(cfg.eval.fast.inference_mode):
+            scores = infer(
+                prepared.model, image, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std,
+                amp_dtype=AMP_DTYPES[cfg.eval.amp],
+            )  # fmt: skip
         prediction = scores.argmax(0).to(torch.uint8).cpu().numpy()
         overlay = (1 - args.alpha) * raw.permute(1, 2, 0).numpy() + args.alpha * colorize(prediction, palette)
         mask_path.parent.mkdir(parents=True, exist_ok=True)

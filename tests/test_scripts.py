@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import benchmark  # noqa: E402
+import compare_official  # noqa: E402
 import convert_checkpoint  # noqa: E402
 import model_info  # noqa: E402
 import module_table  # noqa: E402
@@ -155,16 +156,53 @@ def test_benchmark_runs_a_training_step():
     assert result["images_per_second"] > 0 and result["seconds_per_iter"] > 0 and result["batch"] == 2
 
 
-def test_benchmark_folded_inference_and_side_by_side_comparison():
+def test_benchmark_versus_times_two_settings_on_the_same_weights():
+    """--versus alternates the config and the config with overrides; fast paths change no number."""
     cfg = load_config(ROOT / "configs/demo.yaml")
-    result = benchmark.benchmark(cfg, size=(64, 96), mode="inference", iters=2, warmup=1, fuse=True)
-    assert result["fused"] is True and result["seconds_per_iter"] > 0
-    with pytest.raises(ValueError, match="does not apply to --mode train"):
-        benchmark.benchmark(cfg, size=(64, 96), mode="train", fuse=True)
-    r = benchmark.compare_fuse(cfg, size=(64, 96), iters=2, warmup=1)
-    assert r["folding"].startswith("folded 55 conv+BN pairs")  # every pair the demo model runs at inference
+    plain = load_config(ROOT / "configs/demo.yaml", ["eval.fast=false", "eval.fast.reuse_memory=true"])
+    r = benchmark.benchmark(cfg, size=(64, 96), mode="inference", iters=2, warmup=1, versus=plain)
+    assert r["settings"].startswith("folding: folded 55 conv+BN pairs")  # every pair the demo model runs
+    assert r["versus"]["settings"].startswith("folding: off")
     assert r["max_abs_logit_difference"] < 1e-4 * max(1.0, r["max_abs_logit"])
-    assert r["speedup"] == pytest.approx(r["seconds_plain"] / r["seconds_fused"])
+    assert r["speedup_of_versus"] == pytest.approx(r["seconds_per_iter"] / r["versus"]["seconds_per_iter"])
+    assert r["gflops_per_iter"] == pytest.approx(r["versus"]["gflops_per_iter"], rel=0.01)  # same convs
+    train_plain = load_config(ROOT / "configs/demo.yaml", ["train.fast=false", "train.fast.reuse_memory=true"])
+    t = benchmark.benchmark(cfg, size=(64, 96), batch=2, mode="train", iters=1, warmup=1, versus=train_plain)
+    assert t["first_loss"] == pytest.approx(t["versus"]["first_loss"], rel=1e-5)  # same weights, same dropout
+    assert t["gflops_per_iter"] > 2 * r["gflops_per_iter"]  # backward: about twice the forward again
+    with pytest.raises(ValueError, match="cannot switch fast.reuse_memory"):
+        benchmark.benchmark(cfg, size=(64, 96), mode="train", versus=load_config(ROOT / "configs/demo.yaml",
+                                                                                 ["train.fast=false"]))  # fmt: skip
+
+
+def test_compare_official_refuses_what_the_official_code_cannot_build(tmp_path):
+    ppm = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", ["model.head=ppm", "model.backbone.depth=18"])
+    with pytest.raises(ValueError, match=r"model.head = 'ppm' \(official: 'mpm'\).*depth = 18"):
+        compare_official.official_arguments(ppm)
+    r101 = load_config(ROOT / "configs/cityscapes/spnet_r101.yaml")
+    assert compare_official.official_arguments(r101) == {"nclass": 19, "backbone": "resnet101", "spm_on": True}
+    with pytest.raises(FileNotFoundError, match="no models/spnet.py there; pass a clone of"):
+        compare_official.official_package(tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_official_times_both_sides_on_the_same_function():
+    """With a stand-in for the official package (tests/fake_official): each side in its own process,
+    alternating; our converted model gives the official logits; the official inference also runs
+    its auxiliary head (more FLOPs)."""
+    r = compare_official.compare(
+        official=str(ROOT / "tests/fake_official"), config=str(ROOT / "configs/cityscapes/spnet_r50.yaml"),
+        overrides=[], mode="inference", size=(64, 64), batch=1, device="cpu", threads=1,
+        settings=["plain", "exact"], pairs=2, warmup=1,
+    )  # fmt: skip
+    sides = r["sides"]
+    assert list(sides) == ["official", "plain", "exact"]
+    for side in sides.values():
+        assert len(side["all_seconds"]) == 2 and side["peak_memory_gib"] > 0
+        assert side["ratio_to_official"] == pytest.approx(side["seconds"] / sides["official"]["seconds"])
+    assert sides["plain"]["max_abs_logit_difference_to_official"] < 1e-4 * r["max_abs_official_logit"]
+    assert sides["exact"]["max_abs_logit_difference_to_official"] < 1e-4 * r["max_abs_official_logit"]
+    assert sides["official"]["gflops"] > sides["plain"]["gflops"] > 0
 
 
 def test_module_table_spnet_row_has_the_official_count():

@@ -133,6 +133,23 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class FastPaths:
+    """Fast paths that keep the math exact, each on or off (``utils/fast_paths.py``, docs/benchmarks.md).
+
+    ``train.fast=false`` / ``eval.fast=false`` turns all of them off (the plain path); ``true`` all on.
+    """
+
+    reuse_memory: bool = True  # keep freed memory for reuse, no page faults every step (glibc; CPU steps)
+    strip_conv: bool = True  # the (3, 1) strip convs as 1-D convs, which the CPU backends take
+    inference_mode: bool = True  # torch.inference_mode for inference (validation, eval.py); else no_grad
+    fold_bn: bool = True  # inference folds conv+BN pairs (and ACNet blocks) into one conv (eval.py --fuse)
+    channels_last: bool = True  # channels_last where measured faster: CUDA, and CPU inference (not CPU training)
+
+
+SWITCH_SECTIONS = (FastPaths,)  # sections a bare true / false may stand for: every field set to it
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The loop of ``train.py``. Schedules are in iterations; one iteration = one global batch."""
 
@@ -149,8 +166,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower on GPU); exact resume needs it on GPU
     amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 (CUDA, with gradient scaling) or bf16 autocast
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the model
+    fast: FastPaths = field(default_factory=FastPaths)  # exact fast paths; train.fast=false: none
+    channels_last: bool | None = None  # true / false: on / off everywhere; null: as train.fast.channels_last says
+    compile: bool = False  # torch.compile the training step's model (slow to compile on CPUs; docs/benchmarks.md)
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when training on several GPUs
     log_interval: int = bounded(20, min=1)
     checkpoint_interval: int = bounded(2000, min=1)  # also at the end and on SIGTERM / SIGINT
@@ -181,6 +199,9 @@ class EvalConfig:
     resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target, its img_scale; null: own size
     window_batch: int = bounded(1, min=1)  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU
     amp: Literal["none", "fp16", "bf16"] = "none"
+    fast: FastPaths = field(default_factory=FastPaths)  # exact fast paths of eval.py / predict.py; false: none
+    channels_last: bool | None = None  # true / false: on / off everywhere; null: as eval.fast.channels_last says
+    compile: bool = False  # torch.compile the model for inference (compiled once per input size)
 
 
 @dataclass(frozen=True)
@@ -247,12 +268,20 @@ def _read_yaml_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return _merge(merged, data, Config)
 
 
+def _expand_switch(value: Any, cls: Any) -> Any:
+    """``fast: false`` stands for every field of the section set to false (``SWITCH_SECTIONS``)."""
+    if cls in SWITCH_SECTIONS and isinstance(value, bool):
+        return {f.name: value for f in dataclasses.fields(cls)}
+    return value
+
+
 def _merge(base: dict[str, Any], child: dict[str, Any], cls: type) -> dict[str, Any]:
     """Key-by-key merge where the schema has a nested section; replacement everywhere else."""
     hints = _hints(cls)
     out = dict(base)
     for key, value in child.items():
         sub = hints.get(key)
+        value = _expand_switch(value, sub)
         if dataclasses.is_dataclass(sub) and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, sub)
         elif sub == NamedArgs and isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -281,11 +310,15 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if hints is not None and part not in hints:
             _unknown_key(".".join(parts[: i + 1]), part, hints, "command-line override")
         sub_cls = hints.get(part) if hints is not None else None
+        node[part] = _expand_switch(node.get(part), sub_cls)
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
         cls = sub_cls if dataclasses.is_dataclass(sub_cls) else None
-    node[parts[-1]] = value
+    last = _hints(cls).get(parts[-1]) if cls is not None else None
+    if isinstance(node.get(parts[-1]), dict) and last in SWITCH_SECTIONS and isinstance(value, dict):
+        value = _merge(node[parts[-1]], value, last)  # train.fast={strip_conv: false} keeps the other fields
+    node[parts[-1]] = _expand_switch(value, last)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -303,7 +336,11 @@ def _unknown_key(path: str, key: str, valid: Sequence[str], source: str) -> typi
 
 def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {data!r}")
+        where = prefix.rstrip(".") or "top level"
+        if cls in SWITCH_SECTIONS:
+            keys = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"{source}: {where} = {data!r} must be true, false or a mapping of {keys}")
+        raise ConfigError(f"{source}: {where} must be a mapping, got {data!r}")
     hints = _hints(cls)
     for key in data:
         if key not in hints:
@@ -332,7 +369,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     """Check ``value`` against the annotation ``tp``; turn lists into tuples where asked."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path + ".", source)
+        return _build(tp, _expand_switch(value, tp), path + ".", source)
     if origin in (Union, types.UnionType):
         for option in args:
             try:

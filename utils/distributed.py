@@ -51,18 +51,35 @@ def init_distributed(device: str = "auto") -> DistInfo:
             timeout=datetime.timedelta(minutes=30),  # validation on rank 0 may keep the others waiting
             device_id=chosen if use_cuda else None,
         )
+    global _HOST_GROUP
+    if world_size > 1 and use_cuda and _HOST_GROUP is None:  # every rank creates it, in the same order
+        _HOST_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(minutes=30))
     return DistInfo(rank, world_size, local_rank, chosen)
 
 
+_HOST_GROUP = None  # gloo beside NCCL: host-side agreement that never waits for the GPU
+
+
 def cleanup() -> None:
+    global _HOST_GROUP
     if dist.is_initialized():
         dist.destroy_process_group()
+    _HOST_GROUP = None
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum over processes (a no-op when not distributed)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor)
+    return tensor
+
+
+def host_all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum of a CPU tensor over processes, without a GPU synchronisation: under NCCL it
+    goes through a gloo group, so the host never waits for the kernels queued before it."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return tensor
+    dist.all_reduce(tensor, group=_HOST_GROUP)  # None: the default group, gloo on CPU runs
     return tensor
 
 

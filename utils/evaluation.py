@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .fast_paths import inference_context
 from .inference import Protocol, infer
 from .metrics import ConfusionMatrix
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
@@ -24,6 +24,7 @@ def evaluate(
     std: Sequence[float] = (0.229, 0.224, 0.225),
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    inference_mode: bool = True,
     keep: int = 0,
     on_prediction: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
 ) -> tuple[ConfusionMatrix, list[dict[str, torch.Tensor]]]:
@@ -32,6 +33,7 @@ def evaluate(
 
     ``keep``: also return the first ``keep`` (image, mask, prediction) triples, for pictures.
     ``on_prediction(sample, prediction)`` sees every prediction (H, W), e.g. to save it.
+    ``inference_mode``: ``torch.inference_mode`` (the fast path), else ``torch.no_grad``.
     """
     protocol = protocol or Protocol.whole_image()
     was_training = model.training
@@ -39,17 +41,18 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, device)
     kept = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for batch in loader:
-        if batch["image"].shape[0] != 1:
-            raise ValueError("evaluation takes batches of one image (images may differ in size)")
-        image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
-        scores = infer(model, image, protocol, num_classes, mean=mean, std=std, amp_dtype=amp_dtype)
-        prediction = scores.argmax(0)
-        if "mask" in batch:
-            matrix.update(prediction, batch["mask"][0])
-        if on_prediction is not None:
-            on_prediction(batch, prediction)
-        if len(kept) < keep and "mask" in batch:
-            kept.append({"image": batch["image"][0], "mask": batch["mask"][0], "prediction": prediction.cpu()})
+    with inference_context(inference_mode):  # the matrix is made outside: it is summed over processes after
+        for batch in loader:
+            if batch["image"].shape[0] != 1:
+                raise ValueError("evaluation takes batches of one image (images may differ in size)")
+            image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
+            scores = infer(model, image, protocol, num_classes, mean=mean, std=std, amp_dtype=amp_dtype)
+            prediction = scores.argmax(0)
+            if "mask" in batch:
+                matrix.update(prediction, batch["mask"][0])
+            if on_prediction is not None:
+                on_prediction(batch, prediction)
+            if len(kept) < keep and "mask" in batch:
+                kept.append({"image": batch["image"][0], "mask": batch["mask"][0], "prediction": prediction.cpu()})
     model.train(was_training)
     return matrix.all_reduce(), kept

@@ -39,7 +39,7 @@ class SegmentationLoss:
         self.ohem_thresh, self.ohem_min_kept, self.ignore_index = ohem_thresh, ohem_min_kept, ignore_index
 
     def __call__(
-        self, outputs: dict[str, torch.Tensor], target: torch.Tensor, normalizer: float
+        self, outputs: dict[str, torch.Tensor], target: torch.Tensor, normalizer: float | torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of one micro-batch. ``normalizer``: labelled pixels of the step per process.
 

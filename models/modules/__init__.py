@@ -17,7 +17,8 @@ Four plain name -> class tables are the extension points; each is selected by on
 
 Builders pass ``norm_layer`` to the classes whose signature has it. Not in a table:
 ``BlazeBlock`` (no dilation, a poor fit for a dilated ResNet), and the deploy-time
-``fold_model`` / ``fold_conv_bn`` (``conv_bn_folding.py``, used by ``eval.py --fuse``).
+``fold_model`` / ``fold_conv_bn`` (``conv_bn_folding.py``, used by ``eval.py --fuse``), and
+``StripConv`` (``strip_conv.py``), the strip convs of SPM and MPM with their CPU fast path.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .selective_kernel import SelectiveKernelConv
 from .split_attention import SplitAttentionConv
 from .spp import SPP
 from .ssh import SSHContext
+from .strip_conv import StripConv
 from .strip_pooling import StripPooling
 
 BLOCK_ATTENTION = {
@@ -107,6 +109,7 @@ __all__ = [
     "SelectiveKernelConv",
     "SplitAttentionConv",
     "SqueezeExcitation",
+    "StripConv",
     "StripPooling",
     "fold_conv_bn",
     "fold_model",

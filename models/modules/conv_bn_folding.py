@@ -45,9 +45,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)  # (C_out,)
 
     same = {k: getattr(conv, k) for k in ("kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")}
-    fused = nn.Conv2d(
+    fused = type(conv)(  # the conv's own class: a StripConv keeps its fast path
         conv.in_channels, conv.out_channels, bias=True, device=weight.device, dtype=conv.weight.dtype, **same
     )
+    if "fast_path" in vars(conv):
+        fused.fast_path = conv.fast_path
     with torch.no_grad():
         fused.weight.copy_(weight * scale[:, None, None, None])  # (C_out, C_in / groups, kh, kw)
         fused.bias.copy_((bias - bn.running_mean.double()) * scale + beta)

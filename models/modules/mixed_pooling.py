@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
+from .strip_conv import StripConv
+
 
 class MixedPooling(nn.Module):
     """Short-range (square pooling grids) and long-range (strip pooling) context, fused residually.
@@ -51,7 +53,8 @@ class MixedPooling(nn.Module):
         self.short_local = conv_bn(3)
         self.short_pools = nn.ModuleList(conv_bn(3) for _ in self.pool_sizes)
         self.long_w = conv_bn((1, 3))  # on the (1 x W) strip, mixes neighbouring columns
-        self.long_h = conv_bn((3, 1))  # on the (H x 1) strip, mixes neighbouring rows
+        # on the (H x 1) strip, mixes neighbouring rows; laid out as conv_bn's (0: conv, 1: norm)
+        self.long_h = nn.Sequential(StripConv(inner, inner, (3, 1), padding=(1, 0), bias=False), norm_layer(inner))
         self.fuse_short = conv_bn(3, relu=True)
         self.fuse_long = conv_bn(3, relu=True)
         self.project = Conv2dNormActivation(2 * inner, in_channels, 1, norm_layer=norm_layer, activation_layer=None)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .strip_conv import StripConv
+
 
 class StripPooling(nn.Module):
     """Gates features with two long, thin pooling windows: one row-strip, one column-strip.
@@ -33,7 +35,7 @@ class StripPooling(nn.Module):
         super().__init__()
         self.out_channels = in_channels
         # (3, 1) conv along H on the width-pooled (C, H, 1) strip; (1, 3) conv along W on (C, 1, W).
-        self.conv_h = nn.Conv2d(in_channels, in_channels, (3, 1), padding=(1, 0), bias=False)
+        self.conv_h = StripConv(in_channels, in_channels, (3, 1), padding=(1, 0), bias=False)
         self.bn_h = norm_layer(in_channels)
         self.conv_w = nn.Conv2d(in_channels, in_channels, (1, 3), padding=(0, 1), bias=False)
         self.bn_w = norm_layer(in_channels)

@@ -1,0 +1,92 @@
+"""The fast paths that keep the math exact, each switchable (``train.fast`` / ``eval.fast``).
+
+Each one changes how the computation runs, never what it computes: outputs and gradients equal
+the plain path to float rounding (``tests/test_fast_paths.py``). ``docs/benchmarks.md`` has what
+each one gains, measured side by side.
+
+- ``reuse_memory``: glibc returns large freed blocks to the OS at once (``munmap``), so every
+  training step page-faults its activations back in, one 4 KiB page at a time; on the 2-core
+  development VM that cost 25-40% of a CPU step. Turning mmap off keeps freed memory in the heap
+  for the next step. Process-wide, so it is set once, at start-up; the peak memory is unchanged.
+- ``strip_conv``: the (3, 1) conv of the width-pooled (H x 1) strip falls to PyTorch's slow
+  non-oneDNN convolution on the CPU; as the equivalent 1-D conv it does not.
+- ``inference_mode``: no autograd bookkeeping at all during inference (``no_grad`` keeps some).
+- ``fold_bn``: inference folds every conv+BN pair (and ACNet block) into one conv.
+- ``channels_last``: NHWC tensors where they were measured faster: CUDA (cuDNN's NHWC kernels),
+  and CPU inference (CPU training measured even). ``train.channels_last`` / ``eval.channels_last``
+  force it on or off on every device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import platform
+
+import torch
+from torch import nn
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+_GLIBC_MMAP_MAX_DEFAULT = 65536
+_INT_MAX = 2**31 - 1
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+_applied = False  # whether this process turned reuse on (glibc cannot fully go back afterwards)
+
+
+def reuse_freed_memory(enabled: bool = True) -> bool:
+    """Keep freed memory in the process for reuse (glibc); ``False`` leaves glibc's defaults alone.
+
+    Returns whether the setting applies here (False off glibc, e.g. macOS, where it is a no-op).
+    Once on, ``False`` puts mmap back and returns the kept memory to the OS (``malloc_trim``), but
+    glibc's *dynamic* mmap threshold stays off for the rest of the process: to compare on and off,
+    use one process per setting (``scripts/compare_official.py`` does).
+    """
+    global _applied
+    libc = _glibc()
+    if libc is None:
+        return False
+    if enabled:
+        _applied = True
+        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+    if _applied:
+        libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+        _applied = False
+    return True
+
+
+def use_strip_conv_fast_path(model: nn.Module, enabled: bool = True) -> int:
+    """Switch every strip conv of ``model`` (modules with a ``fast_path`` flag); returns how many."""
+    switched = 0
+    for module in model.modules():
+        if hasattr(module, "fast_path"):
+            module.fast_path = enabled
+            switched += 1
+    return switched
+
+
+def channels_last_default(device: torch.device | str, *, training: bool) -> bool:
+    """Where channels_last was measured faster (docs/benchmarks.md): CUDA, and CPU inference."""
+    return torch.device(device).type == "cuda" or not training
+
+
+def resolve_channels_last(setting: bool | None, fast: bool, device: torch.device | str, *, training: bool) -> bool:
+    """``train.channels_last`` / ``eval.channels_last`` when set; null: where faster if the fast path
+    (``fast.channels_last``) is on."""
+    if setting is not None:
+        return setting
+    return fast and channels_last_default(device, training=training)
+
+
+def inference_context(inference_mode: bool) -> contextlib.AbstractContextManager:
+    """``torch.inference_mode()`` on the fast path, ``torch.no_grad()`` on the plain one."""
+    return torch.inference_mode() if inference_mode else torch.no_grad()
