@@ -22,7 +22,7 @@ USER_ERRORS = {  # command -> what the one line must say
     "eval.py --config configs/demo.yaml --checkpoint /nonexistent/best.pth": "/nonexistent/best.pth",
     "scripts/predict.py --config configs/demo.yaml --checkpoint x.pth --input /nonexistent --output /tmp/o": "--input",
     "scripts/model_info.py --config configs/demo.yaml model.head=pmm": "model.head: unknown name 'pmm'",
-    "scripts/benchmark.py --config configs/demo.yaml --amp fp16 --device cpu": "fp16 autocast is for CUDA",
+    "scripts/benchmark.py --config configs/demo.yaml --device cpu eval.amp=fp16": "eval.amp=fp16 is for CUDA",
     "scripts/convert_checkpoint.py --format encoding-resnet --input /nonexistent.pth --output /tmp/x.pth": (
         "/nonexistent.pth"
     ),
