@@ -35,7 +35,7 @@ from models import build_model
 from models.modules import fold_model
 from models.weights import load_model_weights
 from utils.cli import add_debug_flag, run
-from utils.config import config_to_dict, load_config
+from utils.config import FastPaths, config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
@@ -151,10 +151,12 @@ class InferenceModel:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def prepare_for_inference(model: torch.nn.Module, eval_cfg: Any, device: torch.device) -> InferenceModel:
-    """The eval-mode ``model`` with the ``eval`` section's fast paths (``eval.fast``, channels_last,
-    compile; utils/fast_paths.py): conv+BN folded in place, strip convs switched, memory kept."""
-    fast = eval_cfg.fast
+def prepare_for_inference(
+    model: torch.nn.Module, fast: FastPaths, channels_last: bool | None, device: torch.device, *, compile: bool = False
+) -> InferenceModel:
+    """The eval-mode ``model`` with the fast paths of ``fast`` (``eval.fast`` here, ``train.fast`` for
+    validation; utils/fast_paths.py): conv+BN folded in place, strip convs switched, memory kept;
+    ``channels_last`` as ``eval.channels_last`` (null: where faster), then compiled if asked."""
     reuse_freed_memory(fast.reuse_memory)
     use_strip_conv_fast_path(model, fast.strip_conv)
     if fast.fold_bn:
@@ -162,11 +164,11 @@ def prepare_for_inference(model: torch.nn.Module, eval_cfg: Any, device: torch.d
         folding = f"folding: {fold_model(model, example)}"
     else:
         folding = "folding: off (eval.fast.fold_bn=false / --no-fuse)"
-    channels_last = resolve_channels_last(eval_cfg.channels_last, fast.channels_last, device, training=False)
+    channels_last = resolve_channels_last(channels_last, fast.channels_last, device, training=False)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    if eval_cfg.compile:  # freezing: weights become constants, so inductor prepacks them for its kernels
+    if compile:  # freezing: weights become constants, so inductor prepacks them for its kernels
         model = torch.compile(model, options={"freezing": True})
-    summary = f"{folding}\nfast paths: {fast}, channels_last {channels_last}, compile {eval_cfg.compile}"
+    summary = f"{folding}\nfast paths: {fast}, channels_last {channels_last}, compile {compile}"
     return InferenceModel(model, channels_last, summary)
 
 
@@ -231,7 +233,8 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, d: Any) -> int:
         dataset = Subset(dataset, range(min(args.max_images, len(dataset))))
     model = build_model(cfg, load_pretrained=False)
     report = load_model_weights(model, args.checkpoint)
-    prepared = prepare_for_inference(model.to(d.device).eval(), cfg.eval, d.device)
+    e = cfg.eval
+    prepared = prepare_for_inference(model.to(d.device).eval(), e.fast, e.channels_last, d.device, compile=e.compile)
     protocol = Protocol.from_config(cfg.eval)
     if d.is_main:
         print(f"protocol: {protocol}", flush=True)  # first, so that no number is read without it

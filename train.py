@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from datasets import IGNORE_INDEX, build_dataset
 from datasets.sampler import SeededSamples, ShardSampler, TrainStream, iterations_per_epoch
+from eval import prepare_for_inference
 from models import build_model
-from models.modules import fold_model
 from models.weights import load_model_weights, load_state_dict_checked
 from utils import cli
 from utils.checkpoint import (
@@ -172,6 +172,9 @@ class Run:
     def is_validation_point(self, iteration: int) -> bool:
         interval = self.cfg.train.eval_interval
         return iteration == self.max_iters or bool(interval and iteration % interval == 0)
+
+    def is_log_point(self, iteration: int) -> bool:
+        return iteration % self.cfg.train.log_interval == 0 or iteration == self.max_iters
 
     def is_checkpoint_point(self, iteration: int) -> bool:
         return iteration == self.max_iters or iteration % self.cfg.train.checkpoint_interval == 0
@@ -439,14 +442,13 @@ def cudnn_benchmark(enabled: bool):
 
 def inference_model(run: Run) -> tuple[nn.Module, bool]:
     """The model validation runs, and whether in channels_last: with ``train.fast.fold_bn`` a copy
-    with conv+BN folded (the training model keeps its BatchNorms), else the training model itself."""
+    prepared as eval.py prepares its model (conv+BN folded; the training model keeps its
+    BatchNorms), else the training model itself."""
     t = run.cfg.train
     if not t.fast.fold_bn:
         return run.module, run.memory_format == torch.channels_last
-    channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, run.dist.device, training=False)
-    model = copy.deepcopy(run.module).eval()
-    fold_model(model, torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(run.dist.device))
-    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), channels_last
+    prepared = prepare_for_inference(copy.deepcopy(run.module).eval(), t.fast, t.channels_last, run.dist.device)
+    return prepared.model, prepared.channels_last
 
 
 def validate(run: Run, iteration: int, stop: StopRequest) -> float | None:
@@ -517,8 +519,8 @@ def run_loop(run: Run, stop: StopRequest) -> int:
 def must_check_loss(run: Run, iteration: int, stop_now: bool) -> bool:
     """Where the loop reads the loss (a GPU synchronisation): log steps, and before anything is saved
     or validated, so a non-finite loss never reaches a checkpoint."""
-    log_step_now = iteration % run.cfg.train.log_interval == 0 or iteration == run.max_iters
-    return log_step_now or stop_now or run.is_checkpoint_point(iteration) or run.is_validation_point(iteration)
+    checked = run.is_log_point(iteration) or run.is_checkpoint_point(iteration) or run.is_validation_point(iteration)
+    return stop_now or checked
 
 
 def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
@@ -542,7 +544,7 @@ def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
             checked_iter = iteration
         progress.update(1)
         window_images += t.batch_size
-        if iteration % t.log_interval == 0 or iteration == run.max_iters:
+        if run.is_log_point(iteration):
             log_step(run, iteration, step, window_images / (time.perf_counter() - window_start), progress)
             window_start, window_images = time.perf_counter(), 0
         if stop_now or run.is_checkpoint_point(iteration):

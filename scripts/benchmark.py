@@ -66,6 +66,7 @@ class Side:
     output: Callable[[], float | torch.Tensor]  # what --versus compares
     reuse_memory: bool
     description: str
+    compiled: bool
     flops: int = 0
 
 
@@ -106,12 +107,12 @@ def make_side(
                 losses.append(loss.item())
 
         description = f"train.fast {t.fast}, channels_last {channels_last}, amp {t.amp}, compile {t.compile}"
-        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description)
+        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description, t.compile)
 
     e = cfg.eval
     if e.amp == "fp16" and torch.device(device).type != "cuda":
         raise ValueError("eval.amp=fp16 is for CUDA; use eval.amp=bf16 on the CPU")
-    prepared = prepare_for_inference(model.eval(), e, torch.device(device))
+    prepared = prepare_for_inference(model.eval(), e.fast, e.channels_last, torch.device(device), compile=e.compile)
     x = x.contiguous(memory_format=prepared.memory_format)
     dtype, logits = AMP_DTYPES[e.amp], []
     protocol = dataclasses.replace(Protocol.from_config(e), window_batch=window_batch or e.window_batch)
@@ -128,7 +129,7 @@ def make_side(
             logits.append(out.float().clone())
 
     description = prepared.summary.replace("\n", "; ") + f", amp {e.amp}"
-    return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description)
+    return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description, e.compile)
 
 
 def time_sides(sides: list[Side], *, iters: int, warmup: int, device: str) -> dict[str, dict]:
@@ -139,7 +140,7 @@ def time_sides(sides: list[Side], *, iters: int, warmup: int, device: str) -> di
     cuda = torch.device(device).type == "cuda"
     for side in sides:  # FLOPs from an eager, untimed run (the counter does not see into compiled code)
         torch.manual_seed(0)  # dropout: every side's first step draws the same masks (--versus compares them)
-        side.flops = count_flops(side.step) if not _compiled(side) else 0
+        side.flops = count_flops(side.step) if not side.compiled else 0
     for i in range(warmup + iters):
         for side in sides:
             if i == 0:
@@ -174,10 +175,6 @@ _REUSE_MESSAGE = (
     "--versus cannot switch fast.reuse_memory: it is process-wide, and glibc cannot go back to its defaults "
     "in-process; time it with scripts/compare_official.py (one process per side), or in two runs"
 )
-
-
-def _compiled(side: Side) -> bool:
-    return "compile True" in side.description
 
 
 def benchmark(

@@ -445,7 +445,9 @@ def test_prepare_for_inference_default_and_plain(malloc_defaults):
     reference = _logits(model, x)
     eval_cfg = tiny_config().eval
 
-    prepared = eval_script.prepare_for_inference(copy.deepcopy(model), eval_cfg, CPU)
+    prepared = eval_script.prepare_for_inference(
+        copy.deepcopy(model), eval_cfg.fast, eval_cfg.channels_last, CPU, compile=eval_cfg.compile
+    )
     assert "folded" in prepared.summary and prepared.channels_last is True
     assert prepared.memory_format == torch.channels_last
     inference_path = (prepared.model.backbone, prepared.model.head)  # the aux head only feeds the training loss
@@ -455,7 +457,9 @@ def test_prepare_for_inference_default_and_plain(malloc_defaults):
     assert _close(out, reference, 1e-4), _max_diff(out, reference)
 
     plain_cfg = dataclasses.replace(eval_cfg, fast=ALL_OFF)
-    plain = eval_script.prepare_for_inference(copy.deepcopy(model), plain_cfg, CPU)
+    plain = eval_script.prepare_for_inference(
+        copy.deepcopy(model), plain_cfg.fast, plain_cfg.channels_last, CPU, compile=plain_cfg.compile
+    )
     assert "folding: off" in plain.summary and plain.channels_last is False
     assert sum(isinstance(m, _BatchNorm) for m in plain.model.modules()) == sum(
         isinstance(m, _BatchNorm) for m in model.modules()
@@ -494,7 +498,9 @@ def test_eval_compile_gives_the_eager_logits(malloc_defaults):
     x = torch.randn(1, 3, 64, 64)
     reference = _logits(model, x)
     eval_cfg = dataclasses.replace(tiny_config().eval, compile=True)
-    prepared = eval_script.prepare_for_inference(copy.deepcopy(model), eval_cfg, CPU)
+    prepared = eval_script.prepare_for_inference(
+        copy.deepcopy(model), eval_cfg.fast, eval_cfg.channels_last, CPU, compile=eval_cfg.compile
+    )
     assert "compile True" in prepared.summary and isinstance(prepared.model, torch._dynamo.eval_frame.OptimizedModule)
     with torch.inference_mode():
         out = prepared.model(x.to(memory_format=prepared.memory_format))["out"]
