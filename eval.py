@@ -164,7 +164,7 @@ def prepare_for_inference(
         folding = f"folding: {fold_model(model, example)}"
     else:
         folding = "folding: off (eval.fast.fold_bn=false / --no-fuse)"
-    channels_last = resolve_channels_last(channels_last, fast.channels_last, device, training=False)
+    channels_last = resolve_channels_last(channels_last, fast.channels_last, device)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if compile:  # freezing: weights become constants, so inductor prepacks them for its kernels
         model = torch.compile(model, options={"freezing": True})

@@ -272,7 +272,7 @@ def build(
     # Exact fast paths (utils/fast_paths.py): each is on or off, and none changes the numbers.
     reuse_freed_memory(t.fast.reuse_memory)
     use_strip_conv_fast_path(model, t.fast.strip_conv)
-    channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, d.device, training=True)
+    channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, d.device)
     log.info("fast paths: %s, channels_last %s", t.fast, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(d.device, memory_format=memory_format)

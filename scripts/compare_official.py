@@ -152,7 +152,7 @@ class Worker:
             channels_last = False
         else:
             self.model = self._ours(cfg, job, fast)
-            channels_last = resolve_channels_last(forced_channels_last, fast, self.device, training=training)
+            channels_last = resolve_channels_last(forced_channels_last, fast, self.device)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=fmt)
         self.image = self.image.contiguous(memory_format=fmt)

@@ -272,17 +272,16 @@ def test_reuse_freed_memory_changes_nothing_but_page_faults(malloc_defaults):
 # --- 4. channels_last -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("device", [CPU, CUDA], ids=["cpu", "cuda"])
-@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+@pytest.mark.parametrize("device", [CPU, CUDA, torch.device("mps")], ids=["cpu", "cuda", "mps"])
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_resolve_channels_last_truth_table(device, training, fast):
-    """An explicit setting wins; null follows the fast path: CUDA always, CPU for inference only."""
+def test_resolve_channels_last_truth_table(device, fast):
+    """An explicit setting wins; null follows the fast path: on for CUDA and CPU, off elsewhere."""
     for setting in (True, False):
-        assert resolve_channels_last(setting, fast, device, training=training) is setting
-        assert resolve_channels_last(setting, fast, device.type, training=training) is setting
-    expected = fast and (device.type == "cuda" or not training)
-    assert resolve_channels_last(None, fast, device, training=training) is expected
-    assert resolve_channels_last(None, fast, device.type, training=training) is expected
+        assert resolve_channels_last(setting, fast, device) is setting
+        assert resolve_channels_last(setting, fast, device.type) is setting
+    expected = fast and device.type in ("cuda", "cpu")
+    assert resolve_channels_last(None, fast, device) is expected
+    assert resolve_channels_last(None, fast, device.type) is expected
 
 
 # --- 5. Config ------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ class FastPaths:
     strip_conv: bool = True  # the (3, 1) strip convs as 1-D convs, which the CPU backends take
     inference_mode: bool = True  # torch.inference_mode for inference (validation, eval.py); else no_grad
     fold_bn: bool = True  # inference folds conv+BN pairs (and ACNet blocks) into one conv (eval.py --fuse)
-    channels_last: bool = True  # channels_last where measured faster: CUDA, and CPU inference (not CPU training)
+    channels_last: bool = True  # NHWC on CUDA and CPU, training and inference: measured faster or even
 
 
 SWITCH_SECTIONS = (FastPaths,)  # sections a bare true / false may stand for: every field set to it
