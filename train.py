@@ -357,11 +357,11 @@ def train_step(run: Run, batches: list[dict], stop: StopRequest) -> tuple[torch.
 
     Returns (loss, main, aux) averaged over the global batch, as a device tensor, and whether any
     process was asked to stop (the processes agree on it here, so they all stop after the same
-    iteration). With ``loss.type=ce`` nothing here waits for the GPU: the loss normaliser (labelled
-    pixels of the global batch) is counted and summed on the device, the stop flag is agreed on the
-    host, and the loss is read, and checked for NaN, only where the loop synchronises anyway
-    (``must_check_loss``). OHEM picks its pixels on the host, and fp16's gradient scaler checks
-    for overflow on the host: each reads the GPU once per step.
+    iteration). Nothing here waits for the GPU: the loss normaliser (labelled pixels of the global
+    batch) is counted and summed on the device, OHEM picks its pixels there too, the stop flag is
+    agreed on the host, and the loss is read, and checked for NaN, only where the loop synchronises
+    anyway (``must_check_loss``). Only fp16's gradient scaler reads the GPU, once per step, to skip
+    a step whose gradients overflowed.
     """
     d, model = run.dist, run.model
     stop_now = bool(host_all_reduce_sum(torch.tensor([float(stop.requested)]))[0])

@@ -412,6 +412,15 @@ def test_train_step_never_reads_a_device_tensor_on_the_host(autocast_off_on_meta
         train.train_step(_meta_run(leaky), _cpu_batches(), types.SimpleNamespace(requested=False))
 
 
+def test_train_step_with_ohem_never_reads_a_device_tensor_on_the_host(autocast_off_on_meta):
+    """OHEM picks its pixels on the device too (k-th probability, threshold, kept mean): the same
+    meta-device step with ``loss.type=ohem`` and a min_kept that applies."""
+    run = _meta_run(SegmentationLoss("ohem", ohem_thresh=0.7, ohem_min_kept=100, aux_weight=0.4))
+    step, stop_now = train.train_step(run, _cpu_batches(), types.SimpleNamespace(requested=False))
+    assert step.shape == (3,) and step.device == META and stop_now is False
+    assert run.scheduler.last_epoch == 1
+
+
 # --- 7. evaluate(inference_mode=...) --------------------------------------------------------------
 
 

@@ -51,6 +51,34 @@ def test_ohem_keeps_the_hard_pixels():
     torch.testing.assert_close(loss, per_pixel[1:].mean())  # at least 3 kept: the 3 hardest
 
 
+def _ohem_on_the_host(logits, target, thresh, min_kept, ignore_index=255):
+    """OHEM as PyTorch-Encoding / MMSegmentation write it: count, index and threshold on the host."""
+    valid = target != ignore_index
+    prob = torch.softmax(logits, 1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1))[:, 0]
+    threshold, num_valid = thresh, int(valid.sum())
+    if 0 < min_kept <= num_valid:
+        threshold = max(thresh, float(torch.kthvalue(prob[valid], min_kept).values))
+    kept = valid & (prob <= threshold)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    return per_pixel[kept].sum() / max(int(kept.sum()), 1) * num_valid
+
+
+@pytest.mark.parametrize("min_kept", [0, 1, 50, 300, 470, 2000])  # 470: more than the labelled pixels
+@pytest.mark.parametrize("thresh", [0.05, 0.3, 0.7])
+def test_ohem_on_the_device_equals_the_host_formula(thresh, min_kept):
+    """The device-side selection (no host read) keeps the same pixels as the host formula, with a
+    third of the pixels ignored, for every case of min_kept against the labelled count."""
+    gen = torch.Generator().manual_seed(min_kept)
+    logits = torch.randn(2, 5, 12, 20, generator=gen) * 2
+    target = torch.randint(0, 5, (2, 12, 20), generator=gen)
+    target[torch.rand(target.shape, generator=gen) < 0.33] = 255
+    assert (target != 255).sum() < 470 < target.numel()
+    loss, _ = SegmentationLoss("ohem", ohem_thresh=thresh, ohem_min_kept=min_kept, aux_weight=0)(
+        {"out": logits}, target, 1.0
+    )
+    torch.testing.assert_close(loss, _ohem_on_the_host(logits, target, thresh, min_kept))
+
+
 def test_confusion_matrix_by_hand():
     # 3 classes; class 2 never appears in the ground truth nor the prediction; one ignored pixel.
     target = torch.tensor([0, 0, 0, 1, 1, 255, 1])

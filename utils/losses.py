@@ -53,7 +53,7 @@ class SegmentationLoss:
             valid = target != self.ignore_index
             kept = self._hard_pixels(outputs["out"].detach(), target, valid)
             share = valid.sum() / normalizer
-            main = per_pixel[kept].sum() / kept.sum().clamp(min=1) * share
+            main = torch.where(kept, per_pixel, 0.0).sum() / kept.sum().clamp(min=1) * share
         parts = {"main": main.detach()}
         loss = main
         if "aux" in outputs and self.aux_weight > 0:
@@ -64,11 +64,15 @@ class SegmentationLoss:
         return loss, parts
 
     def _hard_pixels(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The kept pixels, chosen on the device (no host read, so the step never waits for the GPU):
+        true-class probability <= ``ohem_thresh``, raised to the ``ohem_min_kept``-th smallest
+        probability when at least that many pixels are labelled."""
         prob = torch.softmax(logits.float(), dim=1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1))[:, 0]
-        prob = torch.where(valid, prob, torch.ones_like(prob))  # ignored pixels are never "hard"
-        num_valid = int(valid.sum())
-        threshold = self.ohem_thresh
-        if 0 < self.ohem_min_kept <= num_valid:
-            kth = torch.kthvalue(prob[valid], min(self.ohem_min_kept, num_valid)).values
-            threshold = max(threshold, float(kth))
+        threshold = torch.full((), self.ohem_thresh, device=prob.device)
+        if 0 < self.ohem_min_kept <= prob.numel():
+            # ignored pixels rank last (inf), so the k-th of all pixels is the k-th labelled one
+            # whenever k <= the labelled count, the only case where it is used
+            kth = torch.kthvalue(torch.where(valid, prob, torch.inf).flatten(), self.ohem_min_kept).values
+            enough = valid.sum() >= self.ohem_min_kept
+            threshold = torch.where(enough, torch.maximum(threshold, kth), threshold)
         return valid & (prob <= threshold)
