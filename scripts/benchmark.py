@@ -14,7 +14,9 @@ The config's fast paths are what runs: ``eval.fast`` / ``eval.channels_last`` / 
 config with those overrides too, alternating one iteration of each in this process (process-wide
 settings such as ``reuse_memory`` cannot differ between the two), and reports both medians,
 their ratio and the largest difference of the outputs (inference logits; training: the first
-step's loss). ``scripts/compare_official.py`` times the official code against ours.
+step's loss). With ``model.*`` overrides the two sides are two architectures, each with its own
+weights, and only their costs are compared (e.g. ``--versus model.head=fcn`` for the SP head's cost).
+``scripts/compare_official.py`` times the official code against ours.
 
 ``--mode protocol`` times the ``eval`` section's test protocol (sliding window, flip, scales) on one
 image of ``--size``, as eval.py runs it; ``--window-batch`` overrides how many windows go through
@@ -67,6 +69,7 @@ class Side:
     reuse_memory: bool
     description: str
     compiled: bool
+    params: int
     flops: int = 0
 
 
@@ -79,6 +82,7 @@ def make_side(
     model = build_model(cfg, load_pretrained=False).to(device)
     if state is not None:
         model.load_state_dict(state)
+    params = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *size, generator=generator).to(device)
     target = torch.randint(0, cfg.model.num_classes, (batch, *size), generator=generator).to(device)
@@ -87,7 +91,7 @@ def make_side(
         if t.amp == "fp16" and torch.device(device).type != "cuda":
             raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
         use_strip_conv_fast_path(model, t.fast.strip_conv)
-        channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, device, training=True)
+        channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format).train()
         x = x.contiguous(memory_format=memory_format)
@@ -107,7 +111,7 @@ def make_side(
                 losses.append(loss.item())
 
         description = f"train.fast {t.fast}, channels_last {channels_last}, amp {t.amp}, compile {t.compile}"
-        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description, t.compile)
+        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description, t.compile, params)
 
     e = cfg.eval
     if e.amp == "fp16" and torch.device(device).type != "cuda":
@@ -129,7 +133,7 @@ def make_side(
             logits.append(out.float().clone())
 
     description = prepared.summary.replace("\n", "; ") + f", amp {e.amp}"
-    return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description, e.compile)
+    return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description, e.compile, params)
 
 
 def time_sides(sides: list[Side], *, iters: int, warmup: int, device: str) -> dict[str, dict]:
@@ -165,6 +169,7 @@ def time_sides(sides: list[Side], *, iters: int, warmup: int, device: str) -> di
             "first_iteration_seconds": first[s.name],
             "peak_memory_gib": peaks.get(s.name),
             "gflops_per_iter": s.flops / 1e9 if s.flops else None,
+            "params_millions": s.params / 1e6,
             "settings": s.description,
         }
         for s in sides
@@ -186,8 +191,9 @@ def benchmark(
         raise ValueError(_REUSE_MESSAGE)
     if versus is not None and versus.eval.fast.reuse_memory != cfg.eval.fast.reuse_memory and mode != "train":
         raise ValueError(_REUSE_MESSAGE)
+    same_model = versus is not None and versus.model == cfg.model
     state = None
-    if versus is not None:  # both sides start from the same weights
+    if same_model:  # both sides start from the same weights (model.* overrides: two architectures)
         torch.manual_seed(0)
         state = build_model(cfg, load_pretrained=False).state_dict()
     sides = [
@@ -212,10 +218,11 @@ def benchmark(
         a, b = sides[0].output(), sides[1].output()
         result["versus"] = {**timed["versus"], "images_per_second": batch / timed["versus"]["seconds_per_iter"]}
         result["speedup_of_versus"] = r["seconds_per_iter"] / timed["versus"]["seconds_per_iter"]
-        if torch.is_tensor(a):
+        result["same_model"] = same_model  # two architectures: their outputs are not comparable
+        if same_model and torch.is_tensor(a):
             result["max_abs_logit_difference"] = (a - b).abs().max().item()
             result["max_abs_logit"] = a.abs().max().item()
-        else:
+        elif same_model:
             result["first_loss"], result["versus"]["first_loss"] = a, b
     return result
 
@@ -252,7 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     if versus is not None:
         print(_sentence(f"  versus {' '.join(args.versus)}", r["versus"], None))
         same = (
-            f"largest logit difference {r['max_abs_logit_difference']:.1e} (logits up to {r['max_abs_logit']:.1f})"
+            "two models (model.* overrides): outputs not compared"
+            if not r["same_model"]
+            else f"largest logit difference {r['max_abs_logit_difference']:.1e} (logits up to {r['max_abs_logit']:.1f})"
             if "max_abs_logit_difference" in r
             else f"first loss {r['first_loss']:.6f} vs {r['versus']['first_loss']:.6f}"
         )
@@ -262,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
 def _sentence(title: str, r: dict, head: str | None) -> str:
     memory = f", peak memory {r['peak_memory_gib']:.2f} GiB" if r.get("peak_memory_gib") else ""
     flops = f", {r['gflops_per_iter']:.1f} GFLOPs" if r.get("gflops_per_iter") else ""
+    flops += f", {r['params_millions']:.2f} M parameters"
     what = (
         f"{r['mode']} {r['batch']}x3x{r['size'][0]}x{r['size'][1]} on {r['device']} ({r['threads']} threads), "
         if head

@@ -175,6 +175,19 @@ def test_benchmark_versus_times_two_settings_on_the_same_weights():
                                                                                  ["train.fast=false"]))  # fmt: skip
 
 
+def test_benchmark_versus_another_architecture_compares_costs_only():
+    """--versus model.* builds a second architecture with its own weights: the SP head and the
+    backbone SPMs against the FCN baseline, parameters as the models count them, fewer FLOPs."""
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    fcn = load_config(ROOT / "configs/demo.yaml", ["model.head=fcn", "model.backbone.attention=null"])
+    r = benchmark.benchmark(cfg, size=(64, 96), mode="inference", iters=1, warmup=1, versus=fcn)
+    assert r["same_model"] is False and "max_abs_logit_difference" not in r
+    count = [sum(p.numel() for p in build_model(c, load_pretrained=False).parameters()) for c in (cfg, fcn)]
+    assert (r["params_millions"], r["versus"]["params_millions"]) == (count[0] / 1e6, count[1] / 1e6)
+    assert count[0] == 4_190_470 and count[1] < count[0]
+    assert r["versus"]["gflops_per_iter"] < r["gflops_per_iter"]
+
+
 def test_compare_official_refuses_what_the_official_code_cannot_build(tmp_path):
     ppm = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", ["model.head=ppm", "model.backbone.depth=18"])
     with pytest.raises(ValueError, match=r"model.head = 'ppm' \(official: 'mpm'\).*depth = 18"):
