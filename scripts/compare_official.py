@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 import types
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_model  # noqa: E402
 from models.convert import convert_official_spnet  # noqa: E402
 from models.modules import fold_model  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import USER_ERRORS, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.fast_paths import (  # noqa: E402
     inference_context,
@@ -241,17 +242,33 @@ def _serve(job: Job, conn) -> None:
                               channels_last=worker.channels_last, logits=worker.logits.numpy())  # fmt: skip
                 conn.send(("report", report))
                 return
-    except Exception as err:  # the parent prints it as a one-line error
-        conn.send(("error", f"{job.side}: {type(err).__name__}: {err}"))
+    except USER_ERRORS as err:  # the parent prints it as a one-line error
+        conn.send(("user-error", f"{job.side}: {err}"))
+    except Exception:  # a bug: the parent raises it with the worker's traceback
+        conn.send(("error", f"{job.side} worker:\n{traceback.format_exc()}"))
 
 
 def _ask(conn, command: str | None = None):
     if command is not None:
         conn.send(command)
     kind, value = conn.recv()
+    if kind == "user-error":
+        raise ValueError(value)
     if kind == "error":
         raise RuntimeError(value)
     return value
+
+
+def _worker_died(sides: list[str], processes: list) -> ValueError:
+    """The error for a worker that vanished: most often the kernel's out-of-memory killer (exit -9),
+    since every side holds its own model and activations at once."""
+    for process in processes:
+        process.join(timeout=10)
+    dead = [f"{side} (exit code {p.exitcode})" for side, p in zip(sides, processes) if p.exitcode not in (None, 0)]
+    return ValueError(
+        f"the worker of {', '.join(dead) or 'a side'} died; exit code -9 is usually the out-of-memory killer, "
+        "as every side holds its own model and activations: try fewer --settings, a smaller --batch or --size"
+    )
 
 
 def compare(
@@ -264,16 +281,16 @@ def compare(
     sides = ["official", *settings]
     with tempfile.TemporaryDirectory() as tmp:
         connections, processes = {}, []
-        for side in sides:  # the official worker first: it writes the weights the others load
-            job = Job(side, official, config, list(overrides), mode, tuple(size), batch, device, threads,
-                      str(Path(tmp) / "official.pth"), official_reuse_memory)  # fmt: skip
-            parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(job, child), daemon=True)
-            process.start()
-            processes.append(process)
-            connections[side] = parent
-            _ask(parent)  # built
         try:
+            for side in sides:  # the official worker first: it writes the weights the others load
+                job = Job(side, official, config, list(overrides), mode, tuple(size), batch, device, threads,
+                          str(Path(tmp) / "official.pth"), official_reuse_memory)  # fmt: skip
+                parent, child = context.Pipe()
+                process = context.Process(target=_serve, args=(job, child), daemon=True)
+                process.start()
+                processes.append(process)
+                connections[side] = parent
+                _ask(parent)  # built
             first = {side: _ask(conn, "step") for side, conn in connections.items()}  # compile, allocation
             for _ in range(warmup - 1):
                 for conn in connections.values():
@@ -285,6 +302,8 @@ def compare(
                 for side, conn in connections.items():
                     times[side].append(_ask(conn, "step"))
             reports = {side: _ask(conn, "report") for side, conn in connections.items()}
+        except (EOFError, BrokenPipeError, ConnectionResetError):  # a worker died without a word
+            raise _worker_died(sides, processes) from None
         finally:
             for process in processes:
                 process.join(timeout=60)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,6 +190,19 @@ def test_benchmark_versus_another_architecture_compares_costs_only():
     assert (r["params_millions"], r["versus"]["params_millions"]) == (count[0] / 1e6, count[1] / 1e6)
     assert count[0] == 4_190_470 and count[1] < count[0]
     assert r["versus"]["gflops_per_iter"] < r["gflops_per_iter"]
+
+
+def test_compare_official_names_a_worker_the_kernel_killed():
+    """A worker killed by the out-of-memory killer (SIGKILL) leaves a broken pipe; the parent says
+    which side died, with its exit code and what to shrink, as a user error (one line)."""
+    context = multiprocessing.get_context("fork")
+    killed, alive = context.Process(target=time.sleep, args=(60,)), context.Process(target=time.sleep, args=(0,))
+    killed.start(), alive.start()
+    os.kill(killed.pid, signal.SIGKILL)
+    error = compare_official._worker_died(["official", "exact"], [killed, alive])
+    assert isinstance(error, ValueError)
+    assert str(error).startswith("the worker of official (exit code -9) died; exit code -9 is usually the out-of")
+    assert "fewer --settings, a smaller --batch or --size" in str(error)
 
 
 def test_compare_official_refuses_what_the_official_code_cannot_build(tmp_path):
