@@ -17,7 +17,8 @@ otherwise speed the official code up too (``--official-reuse-memory`` gives it t
 model-only comparison). The official side runs as its code does: fp32, its own forward (which
 computes the auxiliary head in inference too, and twice in training) and its loss.
 
-Our settings: ``plain`` (every fast path off), ``exact`` (the exact fast paths of ``train.fast`` /
+Our settings: ``plain`` (every fast path off), ``plain-reuse-memory`` (plain, but with memory reuse:
+what that process-wide fast path gains alone), ``exact`` (the exact fast paths of ``train.fast`` /
 ``eval.fast``: inference folds conv+BN), ``bf16`` (exact + bf16 autocast), ``fp16`` (CUDA: exact +
 fp16 autocast, gradient scaling in training), ``channels-last`` (exact + channels_last forced on),
 ``compile`` / ``bf16-compile`` (+ torch.compile; the first, untimed iteration holds the compile time).
@@ -42,7 +43,7 @@ import time
 import traceback
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -63,14 +64,24 @@ from utils.fast_paths import (  # noqa: E402
 from utils.losses import SegmentationLoss  # noqa: E402
 from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # noqa: E402
 
-SETTINGS = {  # name -> (fast paths on, amp, channels_last forced, compile)
-    "plain": (False, None, None, False),
-    "exact": (True, None, None, False),
-    "bf16": (True, torch.bfloat16, None, False),
-    "fp16": (True, torch.float16, None, False),
-    "channels-last": (True, None, True, False),
-    "compile": (True, None, None, True),
-    "bf16-compile": (True, torch.bfloat16, None, True),
+
+class Setting(NamedTuple):
+    fast: bool  # the exact fast paths but memory reuse
+    reuse_memory: bool  # process-wide: why every side has its own worker
+    amp: torch.dtype | None = None
+    channels_last: bool | None = None  # None: as the fast paths decide
+    compile: bool = False
+
+
+SETTINGS = {
+    "plain": Setting(False, False),
+    "plain-reuse-memory": Setting(False, True),  # what memory reuse alone gains over plain
+    "exact": Setting(True, True),
+    "bf16": Setting(True, True, torch.bfloat16),
+    "fp16": Setting(True, True, torch.float16),
+    "channels-last": Setting(True, True, None, True),
+    "compile": Setting(True, True, None, None, True),
+    "bf16-compile": Setting(True, True, torch.bfloat16, None, True),
 }
 
 
@@ -141,8 +152,9 @@ class Worker:
         self.job, self.device = job, torch.device(job.device)
         cfg = load_config(job.config, job.overrides)
         self.num_classes = cfg.model.num_classes
-        fast, amp, forced_channels_last, compiled = SETTINGS.get(job.side, (job.official_reuse_memory,) + (None,) * 3)
-        reuse_freed_memory(fast)  # process-wide; the official side only with --official-reuse-memory
+        official = Setting(False, job.official_reuse_memory)  # reuse only with --official-reuse-memory
+        fast, reuse_memory, amp, forced_channels_last, compiled = SETTINGS.get(job.side, official)
+        self.reuse_memory = reuse_freed_memory(reuse_memory) and reuse_memory  # False where glibc is absent
         self.amp, self.inference_mode = amp, fast and job.side != "official"
         generator = torch.Generator().manual_seed(0)
         self.image = torch.randn(job.batch, 3, *job.size, generator=generator).to(self.device)
@@ -239,7 +251,8 @@ def _serve(job: Job, conn) -> None:
                 conn.send(("ok", None))
             elif command == "report":
                 report = dict(flops=worker.flops, peak_memory_gib=peak_memory_gib(worker.device),
-                              channels_last=worker.channels_last, logits=worker.logits.numpy())  # fmt: skip
+                              channels_last=worker.channels_last, reuse_memory=worker.reuse_memory,
+                              logits=worker.logits.numpy())  # fmt: skip
                 conn.send(("report", report))
                 return
     except USER_ERRORS as err:  # the parent prints it as a one-line error
@@ -328,8 +341,9 @@ def compare(
             "peak_memory_gib": reports[side]["peak_memory_gib"],
             "gflops": reports[side]["flops"] / 1e9,
             "channels_last": reports[side]["channels_last"],
+            "reuse_memory": reports[side]["reuse_memory"],
             "max_abs_logit_difference_to_official": (logits - reference).abs().max().item(),
-            "precision": "fp32" if side == "official" or SETTINGS[side][1] is None else str(SETTINGS[side][1]),
+            "precision": "fp32" if side == "official" or SETTINGS[side].amp is None else str(SETTINGS[side].amp),
         }
     result["max_abs_official_logit"] = reference.abs().max().item()
     return result

@@ -225,15 +225,19 @@ def test_compare_official_times_both_sides_on_the_same_function():
     r = compare_official.compare(
         official=str(ROOT / "tests/fake_official"), config=str(ROOT / "configs/cityscapes/spnet_r50.yaml"),
         overrides=[], mode="inference", size=(64, 64), batch=1, device="cpu", threads=1,
-        settings=["plain", "exact"], pairs=2, warmup=1,
+        settings=["plain", "plain-reuse-memory", "exact"], pairs=2, warmup=1,
     )  # fmt: skip
     sides = r["sides"]
-    assert list(sides) == ["official", "plain", "exact"]
+    assert list(sides) == ["official", "plain", "plain-reuse-memory", "exact"]
+    assert [s["reuse_memory"] for s in sides.values()] == [False, False, True, True]  # each worker its own malloc
     for side in sides.values():
         assert len(side["all_seconds"]) == 2 and side["peak_memory_gib"] > 0
         assert side["ratio_to_official"] == pytest.approx(side["seconds"] / sides["official"]["seconds"])
     assert sides["plain"]["max_abs_logit_difference_to_official"] < 1e-4 * r["max_abs_official_logit"]
     assert sides["exact"]["max_abs_logit_difference_to_official"] < 1e-4 * r["max_abs_official_logit"]
+    assert sides["plain-reuse-memory"]["max_abs_logit_difference_to_official"] == pytest.approx(
+        sides["plain"]["max_abs_logit_difference_to_official"], abs=0
+    )  # bit-identical: memory reuse changes where tensors live, not what they hold
     assert sides["official"]["gflops"] > sides["plain"]["gflops"] > 0
 
 
