@@ -354,11 +354,13 @@ def sentence(config: str, r: dict[str, Any]) -> str:
         f"{config}: {r['mode']} {r['batch']}x3x{r['size'][0]}x{r['size'][1]} on {r['device']} ({r['threads']} "
         f"threads), alternating, median of {r['pairs']} (official logits up to {r['max_abs_official_logit']:.1f}):"
     ]
+    width = max(map(len, r["sides"]))
     for side, s in r["sides"].items():
         memory = f"{s['peak_memory_gib']:.2f} GiB" if s["peak_memory_gib"] is not None else "n/a"
         lines.append(
-            f"  {side:13s} {s['seconds'] * 1000:8.1f} ms  {s['ratio_to_official']:.2f}x  {s['images_per_second']:6.2f} "
-            f"img/s  {s['gflops']:7.1f} GFLOPs  peak {memory}  first {s['first_iteration_seconds']:.1f} s  "
+            f"  {side:{width}s} {s['seconds'] * 1000:8.1f} ms  {s['ratio_to_official']:.2f}x  "
+            f"{s['images_per_second']:6.2f} img/s  {s['gflops']:7.1f} GFLOPs  peak {memory}  "
+            f"first {s['first_iteration_seconds']:.1f} s  "
             f"logits vs official {s['max_abs_logit_difference_to_official']:.1e} ({s['precision']})"
         )
     return "\n".join(lines)
