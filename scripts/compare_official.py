@@ -50,11 +50,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval import prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.convert import convert_official_spnet  # noqa: E402
-from models.modules import fold_model  # noqa: E402
 from utils.cli import USER_ERRORS, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import FastPaths, load_config  # noqa: E402
 from utils.fast_paths import (  # noqa: E402
     inference_context,
     resolve_channels_last,
@@ -66,7 +66,7 @@ from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # n
 
 
 class Setting(NamedTuple):
-    fast: bool  # the exact fast paths but memory reuse
+    fast: bool  # the exact fast paths other than memory reuse
     reuse_memory: bool  # process-wide: why every side has its own worker
     amp: torch.dtype | None = None
     channels_last: bool | None = None  # None: as the fast paths decide
@@ -153,21 +153,19 @@ class Worker:
         cfg = load_config(job.config, job.overrides)
         self.num_classes = cfg.model.num_classes
         official = Setting(False, job.official_reuse_memory)  # reuse only with --official-reuse-memory
-        fast, reuse_memory, amp, forced_channels_last, compiled = SETTINGS.get(job.side, official)
-        self.reuse_memory = reuse_freed_memory(reuse_memory) and reuse_memory  # False where glibc is absent
-        self.amp, self.inference_mode = amp, fast and job.side != "official"
+        setting = SETTINGS.get(job.side, official)
+        self.reuse_memory = reuse_freed_memory(setting.reuse_memory) and setting.reuse_memory  # False off glibc
+        amp, compiled = setting.amp, setting.compile
+        self.amp, self.inference_mode = amp, setting.fast
         generator = torch.Generator().manual_seed(0)
         self.image = torch.randn(job.batch, 3, *job.size, generator=generator).to(self.device)
         self.target = torch.randint(0, self.num_classes, (job.batch, *job.size), generator=generator).to(self.device)
         training = job.mode == "train"
         if job.side == "official":
-            self.model = self._official(cfg, job)
-            channels_last = False
+            self.model, channels_last = self._official(cfg, job).to(self.device), False
         else:
-            self.model = self._ours(cfg, job, fast)
-            channels_last = resolve_channels_last(forced_channels_last, fast, self.device)
+            self.model, channels_last = self._ours(cfg, job, setting)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(self.device, memory_format=fmt)
         self.image = self.image.contiguous(memory_format=fmt)
         self.logits = self._inference_logits()  # before training steps change the weights
         self.model.train(training)
@@ -196,14 +194,21 @@ class Worker:
         torch.save(model.state_dict(), job.weights)
         return model
 
-    def _ours(self, cfg, job: Job, fast: bool) -> nn.Module:
+    def _ours(self, cfg, job: Job, setting: Setting) -> tuple[nn.Module, bool]:
+        """Our model on the official weights, with the fast paths of ``setting`` applied as eval.py
+        (inference) or train.py (training) applies them; and whether it runs in channels_last."""
         model = build_model(cfg, load_pretrained=False)
         state, _ = convert_official_spnet(torch.load(job.weights, weights_only=True))
         model.load_state_dict(state)
-        use_strip_conv_fast_path(model, fast)
-        if fast and job.mode == "inference":
-            fold_model(model.eval(), torch.randn(1, 3, 64, 64))
-        return model
+        model = model.to(self.device)
+        paths = {f.name: setting.fast for f in dataclasses.fields(FastPaths)}
+        fast = FastPaths(**{**paths, "reuse_memory": setting.reuse_memory})
+        if job.mode == "inference":
+            prepared = prepare_for_inference(model.eval(), fast, setting.channels_last, self.device)
+            return prepared.model, prepared.channels_last
+        use_strip_conv_fast_path(model, fast.strip_conv)
+        channels_last = resolve_channels_last(setting.channels_last, fast.channels_last, self.device)
+        return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), channels_last
 
     def _inference_logits(self) -> torch.Tensor:
         self.model.eval()
