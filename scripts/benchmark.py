@@ -52,7 +52,7 @@ from utils.fast_paths import (  # noqa: E402
     inference_context,
     resolve_channels_last,
     reuse_freed_memory,
-    use_strip_conv_fast_path,  # noqa: E402
+    use_strip_conv_fast_path,
 )
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 from utils.losses import SegmentationLoss  # noqa: E402

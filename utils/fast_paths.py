@@ -74,18 +74,12 @@ def use_strip_conv_fast_path(model: nn.Module, enabled: bool = True) -> int:
     return switched
 
 
-def channels_last_default(device: torch.device | str) -> bool:
-    """Where channels_last was measured faster (docs/benchmarks.md): CUDA and CPU, both training
-    and inference (CPU training: 1.12x fp32 and 1.15x bf16 on the demo step, even to 1.06x at batch 1)."""
-    return torch.device(device).type in ("cuda", "cpu")
-
-
 def resolve_channels_last(setting: bool | None, fast: bool, device: torch.device | str) -> bool:
-    """``train.channels_last`` / ``eval.channels_last`` when set; null: where faster if the fast path
-    (``fast.channels_last``) is on."""
+    """``train.channels_last`` / ``eval.channels_last`` when set; null: on CUDA and the CPU if the fast
+    path (``fast.channels_last``) is on, where it was measured faster or even (docs/benchmarks.md)."""
     if setting is not None:
         return setting
-    return fast and channels_last_default(device)
+    return fast and torch.device(device).type in ("cuda", "cpu")
 
 
 def inference_context(inference_mode: bool) -> contextlib.AbstractContextManager:
