@@ -227,7 +227,7 @@ def benchmark(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"))
@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.warmup < 1 or args.iters < 1:
         raise ValueError("--warmup and --iters must be at least 1")
 

@@ -25,15 +25,18 @@ from utils.cli import add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--split", help="default: the config's train split")
     parser.add_argument("--images", type=int, default=48, help="samples to time (cycling over the dataset)")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(1)  # a DataLoader worker runs single-threaded
     torch.manual_seed(0)  # the same augmentation parameters on every run
     cfg = load_config(args.config, args.overrides)

@@ -371,7 +371,7 @@ def sentence(config: str, r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, help="a clone of github.com/Andrew-Qibin/SPNet")
     parser.add_argument("--config", default="configs/cityscapes/spnet_r50.yaml")
@@ -387,7 +387,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.device == "cpu" and "fp16" in args.settings:
         raise ValueError("--settings fp16 is for CUDA; use bf16 on the CPU")
     if args.pairs < 1 or args.warmup < 1:
