@@ -80,7 +80,7 @@ def model_info(cfg, size: tuple[int, int], *, train: bool = False) -> dict:
     return info
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config")
     parser.add_argument(
@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     info = model_info(load_config(args.config, args.overrides), tuple(args.size), train=args.train)
     if args.json:
         print(json.dumps({"config": args.config, **info}, indent=2))

@@ -69,7 +69,7 @@ def output_paths(images: list[Path], input_root: Path, output: Path) -> list[tup
     return pairs
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--checkpoint", required=True)
@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     cfg = eval_config(load_config(args.config, args.overrides), args)
     protocol = Protocol.from_config(cfg.eval)
     if args.print_protocol:

@@ -24,6 +24,8 @@ MODULES = {  # script -> module with parse_args
     "scripts/benchmark.py": "scripts.benchmark",
     "scripts/benchmark_data.py": "scripts.benchmark_data",
     "scripts/compare_official.py": "scripts.compare_official",
+    "scripts/model_info.py": "scripts.model_info",
+    "scripts/predict.py": "scripts.predict",
 }
 PLACEHOLDERS = {"<config>": "r50_spnet", "CFG": "configs/demo.yaml"}  # what the docs leave to the reader
 
@@ -75,5 +77,5 @@ def test_documented_command_parses_and_its_overrides_exist(where, script, argume
     cfg = load_config(args.config, overrides)
     if getattr(args, "versus", None):
         load_config(args.config, [*overrides, *args.versus])
-    if script == "eval.py":
+    if script in ("eval.py", "scripts/predict.py"):
         module.eval_config(cfg, args)  # the protocol flags on top of the config
