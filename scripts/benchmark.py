@@ -262,13 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     print(_sentence(args.config, r, "config"))
     if versus is not None:
         print(_sentence(f"  versus {' '.join(args.versus)}", r["versus"], None))
-        same = (
-            "two models (model.* overrides): outputs not compared"
-            if not r["same_model"]
-            else f"largest logit difference {r['max_abs_logit_difference']:.1e} (logits up to {r['max_abs_logit']:.1f})"
-            if "max_abs_logit_difference" in r
-            else f"first loss {r['first_loss']:.6f} vs {r['versus']['first_loss']:.6f}"
-        )
+        if not r["same_model"]:
+            same = "two models (model.* overrides): outputs not compared"
+        elif "max_abs_logit_difference" in r:
+            difference, largest = r["max_abs_logit_difference"], r["max_abs_logit"]
+            same = f"largest logit difference {difference:.1e} (logits up to {largest:.1f})"
+        else:
+            same = f"first loss {r['first_loss']:.6f} vs {r['versus']['first_loss']:.6f}"
         print(f"  config / versus time: {r['speedup_of_versus']:.2f}x, alternating; {same}")
 
 
