@@ -26,7 +26,7 @@ from datasets.doctor import check_dataset  # noqa: E402
 from utils.cli import add_debug_flag, run  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, type=Path)
@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     dataset_args = {}
     for item in args.arg:
         key, _, value = item.partition("=")

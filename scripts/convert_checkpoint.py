@@ -118,7 +118,7 @@ def _matching_configs(cfg: Config) -> list[Path]:
     return matches
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--input", required=True, type=Path)
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.input.resolve() == args.output.resolve():
         parser.error("--output must differ from --input")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     convert(args.format, args.input, args.output, args.config)
 
 

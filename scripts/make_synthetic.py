@@ -20,7 +20,7 @@ from datasets.synthetic import CLASSES, WRITERS  # noqa: E402
 from utils.cli import add_debug_flag, run  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(WRITERS))
     parser.add_argument("--out", required=True, type=Path, help="dataset root to write")
@@ -31,11 +31,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.test and args.format != "cityscapes":
+        parser.error("--test is only written in the cityscapes format")
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     counts = {"train": args.train, "val": args.val}
     if args.test:
-        if args.format != "cityscapes":
-            parser.error("--test is only written in the cityscapes format")
         counts["test"] = args.test
     start = time.perf_counter()
     WRITERS[args.format](args.out, counts, tuple(args.size), seed=args.seed)

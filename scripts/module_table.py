@@ -215,7 +215,7 @@ def write(path: Path, block: str) -> None:
     path.write_text(text)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=2048, help="head input channels (ResNet stage 4)")
     parser.add_argument("--attention-channels", type=int, default=512, help="block attention channels")
@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the command line written into the doc
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     size = tuple(args.size)
     heads = head_rows(args.channels, size, args.classes, args.repeats, args.warmup)
     attentions = attention_rows(args.attention_channels, size, args.repeats, args.warmup)

@@ -457,7 +457,7 @@ def missing_commands(table_names: list[str], runs: Path, seeds: list[int]) -> st
     return "\n".join(out) if out else "every row has results for the requested seeds"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="the tables this script knows")
     parser.add_argument("--table", choices=sorted(TABLES), help="the table to print")
@@ -473,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if not (args.table or args.list or args.budget or args.commands):
+        parser.error("choose --table NAME (see --list), or --list / --budget / --commands")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.list:
         for name, table in TABLES.items():
             print(f"{name:<20} {table.title} ({len(table.rows)} rows)")
@@ -484,8 +491,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.commands:
         print(missing_commands([args.table] if args.table else list(TABLES), args.runs, args.seeds))
         return 0
-    if not args.table:
-        parser.error("choose --table NAME (see --list), or --list / --commands")
     print(render(args.table, args.runs, args.format))
     return 0
 

@@ -47,7 +47,7 @@ def convert_one(args: tuple[Path, str]) -> str:
     return "written"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--backend", choices=("auto", "cityscapesscripts", "ours"), default="auto")
@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     files = sorted(args.root.glob("gtFine/*/*/*_labelIds.png")) + sorted(args.root.glob("gtCoarse/*/*/*_labelIds.png"))
     if not files:
         print(f"no *_labelIds.png under {args.root}/gtFine or gtCoarse. Expected layout:\n{LAYOUT}", file=sys.stderr)
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(files)} labelIds files, {len(files) - len(todo)} already converted, converting {len(todo)} ({backend})"
     )
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for _ in tqdm(pool.map(convert_one, [(f, backend) for f in todo], chunksize=16), total=len(todo), unit="img"):
             pass
     return 0

@@ -65,7 +65,7 @@ def run_job(table_name: str, row, seed: int, runs: Path, threads: int, overrides
     return {"row": row.id, "seed": seed, "seconds": seconds}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", choices=sorted(TABLES), default="synthetic_ablation")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (e.g. a quick check)")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     runs = args.runs if args.runs.is_absolute() else ROOT / args.runs
     ensure_data(args.table)
     todo = [

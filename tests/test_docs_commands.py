@@ -1,8 +1,9 @@
 """The commands the README and docs/ show still run: their flags parse and their config overrides exist.
 
 A renamed flag or config key would otherwise leave a documented number without a working command.
-Each command is parsed by its script's own ``parse_args`` and its config loaded with its overrides
-(``--versus`` ones too), without running anything.
+Each command is parsed by its script's own ``parse_args`` and the configs it would load are loaded
+with its overrides (``--versus`` ones too; for ``run_study.py`` every row of its table; for the
+SLURM script its CONFIG and overrides), without running anything.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.paper_tables import TABLES
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +28,16 @@ MODULES = {  # script -> module with parse_args
     "scripts/compare_official.py": "scripts.compare_official",
     "scripts/model_info.py": "scripts.model_info",
     "scripts/predict.py": "scripts.predict",
+    "scripts/check_dataset.py": "scripts.check_dataset",
+    "scripts/convert_checkpoint.py": "scripts.convert_checkpoint",
+    "scripts/make_synthetic.py": "scripts.make_synthetic",
+    "scripts/module_table.py": "scripts.module_table",
+    "scripts/paper_tables.py": "scripts.paper_tables",
+    "scripts/prepare_cityscapes.py": "scripts.prepare_cityscapes",
+    "scripts/run_study.py": "scripts.run_study",
 }
+SLURM_SCRIPT = "scripts/slurm_train.sh"  # sbatch [options] scripts/slurm_train.sh CONFIG [key=value ...]
+LAUNCHERS = ("python", "torchrun", "sbatch")
 PLACEHOLDERS = {"CFG": "configs/demo.yaml"}  # words the docs leave to the reader
 CONFIG_PLACEHOLDER = ("<config>", "r50_spnet")  # as in configs/ade20k/ablations/<config>.yaml
 
@@ -37,9 +48,9 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
     for doc in DOCS:
         for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True) if "python" in line or "torchrun" in line else []
+                words = shlex.split(line, comments=True) if any(w in line for w in LAUNCHERS) else []
                 for command in _split_at(words, {"&&", "||", ";", "|"}):
-                    scripts = [i for i, word in enumerate(command) if word in MODULES]
+                    scripts = [i for i, word in enumerate(command) if word in MODULES or word == SLURM_SCRIPT]
                     if scripts and "..." not in command:
                         arguments = [_fill(word) for word in command[scripts[0] + 1 :]]
                         commands.append((f"{doc.name}: {' '.join(command)[:100]}", command[scripts[0]], arguments))
@@ -63,18 +74,30 @@ def _fill(word: str) -> str:
 COMMANDS = documented_commands()
 
 
+def configs_of(script: str, args) -> list[tuple[str, list[str]]]:
+    """(config, overrides) of every config a parsed command would load."""
+    if script == "scripts/run_study.py":  # its overrides go to every row of its table
+        return [(row.config, args.overrides) for row in TABLES[args.table].rows]
+    if getattr(args, "config", None) is None:  # a script without a config, or convert_checkpoint.py without one
+        return []
+    overrides = getattr(args, "overrides", [])
+    versus = getattr(args, "versus", None)  # benchmark.py: the second setting's overrides too
+    return [(args.config, overrides)] + ([(args.config, [*overrides, *versus])] if versus else [])
+
+
 def test_the_docs_show_commands_of_every_covered_script():
-    assert {script for _, script, _ in COMMANDS} == set(MODULES)
-    assert len(COMMANDS) >= 40, len(COMMANDS)
+    assert {script for _, script, _ in COMMANDS} == {*MODULES, SLURM_SCRIPT}
+    assert len(COMMANDS) >= 60, len(COMMANDS)
 
 
 @pytest.mark.parametrize("script, arguments", [c[1:] for c in COMMANDS], ids=[c[0] for c in COMMANDS])
 def test_documented_command_parses_and_its_overrides_exist(script, arguments, monkeypatch):
     monkeypatch.chdir(ROOT)  # config paths are relative to the repository root, as the docs run them
+    if script == SLURM_SCRIPT:
+        load_config(arguments[0], arguments[1:])
+        return
     module = importlib.import_module(MODULES[script])
     args = module.parse_args(arguments)
-    cfg = load_config(args.config, args.overrides)
-    if getattr(args, "versus", None):  # benchmark.py: the second setting's overrides too
-        load_config(args.config, [*args.overrides, *args.versus])
+    configs = [load_config(config, overrides) for config, overrides in configs_of(script, args)]
     if script in ("eval.py", "scripts/predict.py"):
-        module.eval_config(cfg, args)  # the protocol flags on top of the config
+        module.eval_config(configs[0], args)  # the protocol flags on top of the config

@@ -281,3 +281,22 @@ def test_training_flops_count_forward_and_backward():
     assert model_info.count_flops(model, (13, 17), device="cpu") == a + b
     assert model_info.count_train_flops(model, (13, 17), device="cpu") == 2 * a + 3 * b
     assert all(p.grad is None for p in model.parameters())  # no gradient left behind
+
+
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        ("make_synthetic", ["--format", "ade20k", "--out", "x", "--test", "3"], "--test is only written"),
+        ("check_dataset", ["--dataset", "cityscapes", "--root", "x", "--max-images", "0"], "--max-images must be at"),
+        ("convert_checkpoint", ["--format", "official-spnet", "--input", "a.pth", "--output", "a.pth"], "must differ"),
+        ("prepare_cityscapes", ["--root", "x", "--workers", "0"], "--workers must be at least 1"),
+        ("run_study", ["--jobs", "0"], "--jobs must be at least 1"),
+        ("paper_tables", [], "choose --table NAME"),
+    ],
+)
+def test_scripts_reject_arguments_argparse_cannot_check(script, argv, message, capsys):
+    """Checked in ``parse_args``, so a documented command that would be refused fails test_docs_commands."""
+    module = __import__(script)
+    with pytest.raises(SystemExit) as exit_:
+        module.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
