@@ -38,7 +38,12 @@ from utils.cli import add_debug_flag, run
 from utils.config import FastPaths, config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
-from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
+from utils.fast_paths import (
+    resolve_channels_last,
+    reuse_freed_memory,
+    use_strip_conv_fast_path,
+    use_strip_pool_fast_path,
+)
 from utils.inference import AMP_DTYPES, PROFILES, Protocol
 from utils.metrics import format_table
 from utils.results import write_json
@@ -155,10 +160,11 @@ def prepare_for_inference(
     model: torch.nn.Module, fast: FastPaths, channels_last: bool | None, device: torch.device, *, compile: bool = False
 ) -> InferenceModel:
     """The eval-mode ``model`` with the fast paths of ``fast`` (``eval.fast`` here, ``train.fast`` for
-    validation; utils/fast_paths.py): conv+BN folded in place, strip convs switched, memory kept;
+    validation; utils/fast_paths.py): conv+BN folded in place, strip convs and strip pooling switched, memory kept;
     ``channels_last`` as ``eval.channels_last`` (null: where faster), then compiled if asked."""
     reuse_freed_memory(fast.reuse_memory)
     use_strip_conv_fast_path(model, fast.strip_conv)
+    use_strip_pool_fast_path(model, fast.strip_pool)
     if fast.fold_bn:
         example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
         folding = f"folding: {fold_model(model, example)}"

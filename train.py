@@ -60,7 +60,12 @@ from utils.distributed import (
     init_distributed,
 )
 from utils.evaluation import evaluate
-from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
+from utils.fast_paths import (
+    resolve_channels_last,
+    reuse_freed_memory,
+    use_strip_conv_fast_path,
+    use_strip_pool_fast_path,
+)
 from utils.inference import AMP_DTYPES, Protocol
 from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
@@ -272,6 +277,7 @@ def build(
     # Exact fast paths (utils/fast_paths.py): each is on or off, and none changes the numbers.
     reuse_freed_memory(t.fast.reuse_memory)
     use_strip_conv_fast_path(model, t.fast.strip_conv)
+    use_strip_pool_fast_path(model, t.fast.strip_pool)
     channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, d.device)
     log.info("fast paths: %s, channels_last %s", t.fast, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -53,6 +53,7 @@ from utils.fast_paths import (  # noqa: E402
     resolve_channels_last,
     reuse_freed_memory,
     use_strip_conv_fast_path,
+    use_strip_pool_fast_path,
 )
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
 from utils.losses import SegmentationLoss  # noqa: E402
@@ -91,6 +92,7 @@ def make_side(
         if t.amp == "fp16" and torch.device(device).type != "cuda":
             raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
         use_strip_conv_fast_path(model, t.fast.strip_conv)
+        use_strip_pool_fast_path(model, t.fast.strip_pool)
         channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format).train()

@@ -60,6 +60,7 @@ from utils.fast_paths import (  # noqa: E402
     resolve_channels_last,
     reuse_freed_memory,
     use_strip_conv_fast_path,
+    use_strip_pool_fast_path,
 )
 from utils.losses import SegmentationLoss  # noqa: E402
 from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # noqa: E402
@@ -207,6 +208,7 @@ class Worker:
             prepared = prepare_for_inference(model.eval(), fast, setting.channels_last, self.device)
             return prepared.model, prepared.channels_last
         use_strip_conv_fast_path(model, fast.strip_conv)
+        use_strip_pool_fast_path(model, fast.strip_pool)
         channels_last = resolve_channels_last(setting.channels_last, fast.channels_last, self.device)
         return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), channels_last
 

@@ -19,11 +19,16 @@ import eval as eval_script
 import train
 from conftest import ROOT, tiny_config
 from models import build_model
-from models.modules import StripConv, fold_model
+from models.modules import MixedPooling, StripConv, StripPooling, broadcast_strips, fold_model, pool_strips
 from utils.config import ConfigError, FastPaths, config_from_dict, config_to_dict, load_config
 from utils.distributed import DistInfo
 from utils.evaluation import evaluate
-from utils.fast_paths import resolve_channels_last, reuse_freed_memory, use_strip_conv_fast_path
+from utils.fast_paths import (
+    resolve_channels_last,
+    reuse_freed_memory,
+    use_strip_conv_fast_path,
+    use_strip_pool_fast_path,
+)
 from utils.losses import SegmentationLoss
 
 DEMO = ROOT / "configs/demo.yaml"
@@ -125,11 +130,12 @@ def _run_conv(conv: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None = 
 @pytest.mark.parametrize("case", QUALIFYING)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_strip_conv_fast_path_equals_the_2d_conv(case, bias, dtype, tol, channels_last, monkeypatch):
-    """The 1-D path really runs (spied) and gives the 2-D conv's output and all three gradients."""
+    """The 1-D path really runs (spied) and gives the 2-D conv's output, with its strides (a
+    non-canonical layout breaks the batch_norm backward after it), and all three gradients."""
     conv = StripConv(8, 8, (3, 1), bias=bias, dtype=dtype, **QUALIFYING[case])
     x = torch.randn(2, 8, 13, 1, dtype=dtype)
-    if channels_last:  # CPU inference runs channels_last by default
-        x = x.to(memory_format=torch.channels_last)
+    if channels_last:  # CPU training and inference run channels_last by default, weights too
+        x, conv = x.to(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
     conv.fast_path = False
     grad_out = torch.randn_like(conv(x))
     plain = _run_conv(conv, x, grad_out)
@@ -138,6 +144,7 @@ def test_strip_conv_fast_path_equals_the_2d_conv(case, bias, dtype, tol, channel
     fast = _run_conv(conv, x, grad_out)
     assert calls == [(2, 8, 13)]  # the fast path ran, once, on the squeezed strip
     assert fast[0].shape == plain[0].shape and fast[0].dtype == dtype
+    assert fast[0].stride() == plain[0].stride()
     for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), fast, plain):
         if b is None:
             assert a is None and not bias, name
@@ -222,6 +229,104 @@ def test_strip_conv_fast_path_in_spnet_training_and_folding(monkeypatch):
         assert all(s.bias is not None for s in folded)  # really folded: the trained strip convs have no bias
 
 
+# --- 2b. Strip pooling (pool_strips, broadcast_strips) -------------------------------------------
+
+
+def _spy(monkeypatch, name: str) -> list[tuple[int, ...]]:
+    """Records the input shape of every ``F.<name>`` call."""
+    calls, real = [], getattr(F, name)
+
+    def spy(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, name, spy)
+    return calls
+
+
+def _strip_pooling(x: torch.Tensor, fast: bool, strip_nchw: bool):
+    """pool -> (a stand-in for the strip convs) -> broadcast, its output and input gradient."""
+    x = x.detach().clone().requires_grad_(True)
+    pooled_h, pooled_w = pool_strips(x, fast)
+    strip_h, strip_w = pooled_h * 1.5, pooled_w - 0.25
+    if strip_nchw:  # as the 1-D strip conv returns it
+        strip_h = strip_h.contiguous()
+    out = broadcast_strips(strip_h, strip_w, x, fast)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype)
+    out.backward(grad_out)
+    return pooled_h.detach(), pooled_w.detach(), out.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)], ids=["f32", "bf16"])
+@pytest.mark.parametrize("strip_nchw", [False, True], ids=["nhwc-strip", "nchw-strip"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("shape", [(2, 16, 13, 7), (1, 8, 32, 32), (3, 5, 1, 9)])
+def test_strip_pool_fast_path_equals_mean_and_expand(shape, channels_last, strip_nchw, dtype, tol, monkeypatch):
+    """Pooled strips, their broadcast sum and the input gradient equal the plain mean + expand; the
+    NHWC kernels run exactly when the map is channels_last, and keep it channels_last."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pools, spreads = _spy(monkeypatch, "adaptive_avg_pool2d"), _spy(monkeypatch, "interpolate")
+    plain = _strip_pooling(x, False, strip_nchw)
+    assert pools == spreads == []
+    fast = _strip_pooling(x, True, strip_nchw)
+    nhwc = channels_last and x.is_contiguous(memory_format=torch.channels_last)  # (3, 5, 1, 9) is both
+    assert len(pools) == len(spreads) == (2 if nhwc else 0)
+    for a, b in zip(fast, plain):
+        assert a.dtype == b.dtype and _close(a, b, tol), _max_diff(a, b)
+    if nhwc:
+        assert fast[2].is_contiguous(memory_format=torch.channels_last)
+        assert fast[3].is_contiguous(memory_format=torch.channels_last)
+
+
+def _spnet_training_step(dtype, memory_format, strip_conv: bool, strip_pool: bool):
+    """Logits and every gradient of one training step of a tiny SPNet, with the two strip fast paths."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).train().to(dtype).to(memory_format=memory_format)
+    pooling = [m for m in model.modules() if isinstance(m, (StripPooling, MixedPooling))]
+    assert any(isinstance(m, StripPooling) for m in pooling) and any(isinstance(m, MixedPooling) for m in pooling)
+    assert use_strip_pool_fast_path(model, strip_pool) == len(pooling)
+    assert use_strip_conv_fast_path(model, strip_conv) == len(_strip_convs(model))
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 65, 65, generator=gen).to(dtype).contiguous(memory_format=memory_format)
+    target = torch.randint(0, 5, (2, 65, 65), generator=gen)
+    torch.manual_seed(1)  # the same dropout masks
+    out = model(x)
+    (F.cross_entropy(out["out"], target) + 0.4 * F.cross_entropy(out["aux"], target)).backward()
+    return out["out"].detach(), {n: p.grad for n, p in model.named_parameters()}, len(pooling)
+
+
+@pytest.fixture(scope="module")
+def float64_spnet_step():
+    return _spnet_training_step(torch.float64, torch.contiguous_format, strip_conv=False, strip_pool=False)
+
+
+@pytest.mark.parametrize("strip_pool", [True, False], ids=["pool-fast", "pool-plain"])
+@pytest.mark.parametrize("strip_conv", [True, False], ids=["conv-fast", "conv-plain"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_strip_fast_paths_in_spnet_training_match_float64(
+    channels_last, strip_conv, strip_pool, float64_spnet_step, monkeypatch
+):
+    """Every combination of the strip conv and strip pooling fast paths, NCHW and channels_last,
+    gives the float64 plain step's logits and gradients up to fp32 rounding. (Pinned: the strip conv's
+    channels_last output once had strides that PyTorch's CPU batch_norm backward misreads, and
+    channels_last SPNet training got gradients 100% off in the SPM and MPM.) The strip pooling's NHWC
+    kernels run exactly when the model runs channels_last with the fast path on."""
+    pools = _spy(monkeypatch, "adaptive_avg_pool2d")  # MPM's square grids call it too
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    logits, grads, n_pooling = _spnet_training_step(torch.float32, memory_format, strip_conv, strip_pool)
+    ref_logits, ref_grads, _ = float64_spnet_step
+    square_grid_calls = 2 * 2  # MPM: two grids, forward only, in each of the tiny SPNet's two MPMs
+    assert len(pools) == square_grid_calls + (2 * n_pooling if channels_last and strip_pool else 0)
+    assert _close(logits, ref_logits, 1e-4), _max_diff(logits, ref_logits)
+    assert grads.keys() == ref_grads.keys()
+    for name, ref in ref_grads.items():
+        # fp32 rounding flips the odd ReLU mask element of the tiny net: up to 1.6e-2; the misread: 2.8
+        error = ((grads[name].double() - ref).norm() / ref.norm()).item()
+        assert error < 0.1, (name, error)
+
+
 # --- 3. reuse_freed_memory ----------------------------------------------------------------------
 
 
@@ -291,7 +396,7 @@ ALL_ON, ALL_OFF = FastPaths(), FastPaths(**{f.name: False for f in dataclasses.f
 
 def test_fast_config_switches():
     """A bare bool stands for every field; later dotted overrides and other sections are kept apart."""
-    assert ALL_ON == FastPaths(True, True, True, True, True)
+    assert ALL_ON == FastPaths(True, True, True, True, True, True)
     cfg = load_config(DEMO)
     assert cfg.train.fast == cfg.eval.fast == ALL_ON
     assert cfg.train.channels_last is None and cfg.eval.channels_last is None and cfg.eval.compile is False

@@ -141,6 +141,7 @@ class FastPaths:
 
     reuse_memory: bool = True  # keep freed memory for reuse, no page faults every step (glibc; CPU steps)
     strip_conv: bool = True  # the (3, 1) strip convs as 1-D convs, which the CPU backends take
+    strip_pool: bool = True  # strip pooling on channels_last CPU maps with NHWC kernels (mean over H / W is slow)
     inference_mode: bool = True  # torch.inference_mode for inference (validation, eval.py); else no_grad
     fold_bn: bool = True  # inference folds conv+BN pairs (and ACNet blocks) into one conv (eval.py --fuse)
     channels_last: bool = True  # NHWC on CUDA and CPU, training and inference: measured faster or even

@@ -10,6 +10,10 @@ each one gains, measured side by side.
   for the next step. Process-wide, so it is set once, at start-up; the peak memory is unchanged.
 - ``strip_conv``: the (3, 1) conv of the width-pooled (H x 1) strip falls to PyTorch's slow
   non-oneDNN convolution on the CPU; as the equivalent 1-D conv it does not.
+- ``strip_pool``: on a channels_last CPU map, PyTorch's mean over H or W (and the backward of
+  ``expand``, a sum) is 10-50x slower than on NCHW; strip pooling (SPM, MPM) then pools with
+  ``adaptive_avg_pool2d`` and broadcasts with nearest ``interpolate``, which have NHWC kernels
+  (``models/modules/strips.py``).
 - ``inference_mode``: no autograd bookkeeping at all during inference (``no_grad`` keeps some).
 - ``fold_bn``: inference folds every conv+BN pair (and ACNet block) into one conv.
 - ``channels_last``: NHWC tensors on CUDA (cuDNN's NHWC kernels) and on the CPU (oneDNN's), where
@@ -66,10 +70,19 @@ def reuse_freed_memory(enabled: bool = True) -> bool:
 
 def use_strip_conv_fast_path(model: nn.Module, enabled: bool = True) -> int:
     """Switch every strip conv of ``model`` (modules with a ``fast_path`` flag); returns how many."""
+    return _switch(model, "fast_path", enabled)
+
+
+def use_strip_pool_fast_path(model: nn.Module, enabled: bool = True) -> int:
+    """Switch every strip pooling of ``model`` (SPM, MPM: modules with a ``fast_pool`` flag); returns how many."""
+    return _switch(model, "fast_pool", enabled)
+
+
+def _switch(model: nn.Module, flag: str, enabled: bool) -> int:
     switched = 0
     for module in model.modules():
-        if hasattr(module, "fast_path"):
-            module.fast_path = enabled
+        if hasattr(module, flag):
+            setattr(module, flag, enabled)
             switched += 1
     return switched
 

@@ -18,7 +18,8 @@ Four plain name -> class tables are the extension points; each is selected by on
 Builders pass ``norm_layer`` to the classes whose signature has it. Not in a table:
 ``BlazeBlock`` (no dilation, a poor fit for a dilated ResNet), and the deploy-time
 ``fold_model`` / ``fold_conv_bn`` (``conv_bn_folding.py``, used by ``eval.py --fuse``), and
-``StripConv`` (``strip_conv.py``), the strip convs of SPM and MPM with their CPU fast path.
+``StripConv`` (``strip_conv.py``), the strip convs of SPM and MPM with their CPU fast path, and
+``pool_strips`` / ``broadcast_strips`` (``strips.py``), their pooling and broadcasting, likewise.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .spp import SPP
 from .ssh import SSHContext
 from .strip_conv import StripConv
 from .strip_pooling import StripPooling
+from .strips import broadcast_strips, pool_strips
 
 BLOCK_ATTENTION = {
     "strip": StripPooling,
@@ -111,6 +113,8 @@ __all__ = [
     "SqueezeExcitation",
     "StripConv",
     "StripPooling",
+    "broadcast_strips",
     "fold_conv_bn",
     "fold_model",
+    "pool_strips",
 ]

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
 from .strip_conv import StripConv
+from .strips import broadcast_strips, pool_strips
 
 
 class MixedPooling(nn.Module):
@@ -27,7 +28,11 @@ class MixedPooling(nn.Module):
     - long-range: (1, 3) conv on the height-pooled (1 x W) strip and (3, 1) conv on the
       width-pooled (H x 1) strip, broadcast back to H x W; ReLU of the sum; 3x3 conv.
     - ``y = relu(x + norm(conv1x1(cat[short, long])))``.
+
+    ``fast_pool`` switches the strip pooling's fast path for channels_last CPU maps (``strips.py``).
     """
+
+    fast_pool: bool = True
 
     def __init__(
         self,
@@ -70,8 +75,8 @@ class MixedPooling(nn.Module):
             short = short + F.interpolate(pooled, (h, w), mode="bilinear", align_corners=True)
         short = self.fuse_short(torch.relu(short))
 
-        strip_w = self.long_w(b.mean(dim=2, keepdim=True))  # (B, Ci, 1, W)
-        strip_h = self.long_h(b.mean(dim=3, keepdim=True))  # (B, Ci, H, 1)
-        long = self.fuse_long(torch.relu(strip_h.expand(-1, -1, h, w) + strip_w.expand(-1, -1, h, w)))
+        pooled_h, pooled_w = pool_strips(b, self.fast_pool)  # (B, Ci, H, 1), (B, Ci, 1, W)
+        strip_h, strip_w = self.long_h(pooled_h), self.long_w(pooled_w)
+        long = self.fuse_long(torch.relu(broadcast_strips(strip_h, strip_w, b, self.fast_pool)))
 
         return torch.relu(x + self.project(torch.cat([short, long], dim=1)))

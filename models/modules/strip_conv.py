@@ -34,4 +34,12 @@ class StripConv(nn.Conv2d):
             self.dilation[0],
             self.groups,
         )
-        return out.unsqueeze(3)
+        out = out.unsqueeze(3)  # (N, C', H', 1)
+        if not out.is_contiguous():
+            # The 1-D conv of a channels_last strip (or with channels_last weights) is (N, H', C') in
+            # memory, and unsqueeze gives the new width-1 dim stride 1. PyTorch's CPU batch_norm
+            # backward misreads that layout against an NCHW grad_output: wrong gradients for the BN
+            # after this conv and everything before it (torch 2.14; tests/test_fast_paths.py). The
+            # 2-D conv returns canonical channels_last strides; so does this.
+            out = out.clone(memory_format=torch.channels_last)
+        return out

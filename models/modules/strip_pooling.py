@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .strip_conv import StripConv
+from .strips import broadcast_strips, pool_strips
 
 
 class StripPooling(nn.Module):
@@ -24,7 +25,11 @@ class StripPooling(nn.Module):
 
     Broadcasting the pooled strips back to H x W uses ``expand`` (a view, no copy): it equals
     bilinear interpolation with ``align_corners=True`` exactly (tested), and costs nothing.
+    ``fast_pool`` (``train.fast.strip_pool`` / ``eval.fast.strip_pool``) pools and broadcasts with
+    NHWC kernels on channels_last CPU maps (``strips.py``).
     """
+
+    fast_pool: bool = True
 
     def __init__(
         self,
@@ -53,8 +58,8 @@ class StripPooling(nn.Module):
                 nn.init.zeros_(norm.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        strip_h = self.bn_h(self.conv_h(x.mean(dim=3, keepdim=True)))  # (B, C, H, 1)
-        strip_w = self.bn_w(self.conv_w(x.mean(dim=2, keepdim=True)))  # (B, C, 1, W)
-        context = torch.relu(strip_h.expand(-1, -1, h, w) + strip_w.expand(-1, -1, h, w))
+        pooled_h, pooled_w = pool_strips(x, self.fast_pool)  # (B, C, H, 1), (B, C, 1, W)
+        strip_h = self.bn_h(self.conv_h(pooled_h))
+        strip_w = self.bn_w(self.conv_w(pooled_w))
+        context = torch.relu(broadcast_strips(strip_h, strip_w, x, self.fast_pool))
         return x * torch.sigmoid(self.fuse(context))  # (B, C, H, W)
