@@ -41,6 +41,7 @@ from models import build_model
 from models.weights import load_model_weights, load_state_dict_checked
 from utils import cli
 from utils.checkpoint import (
+    existing_run,
     find_resume_checkpoint,
     remove_stale_temporaries,
     rng_states,
@@ -67,7 +68,7 @@ from utils.fast_paths import (
     use_strip_pool_fast_path,
 )
 from utils.inference import AMP_DTYPES, Protocol
-from utils.logging import setup_logging
+from utils.logging import log_to_file, setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
 from utils.optim import build_optimizer, build_scheduler
@@ -97,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    if args.stop_file and Path(args.stop_file).exists():
+        raise ValueError(
+            f"--stop-file {args.stop_file} already exists (left by an earlier stop, it would stop this run after "
+            "its first iteration): delete it, then start again"
+        )
     dist_info = init_distributed(cfg.train.device)
     try:
         return train(cfg, args, dist_info)
@@ -236,22 +242,21 @@ def build(
     cfg: Config, args: argparse.Namespace, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None,
     notes: list[str],
 ) -> Run:  # fmt: skip
-    """Model, optimizer, schedule, loss and loaders from the config; the checkpoint's state restored."""
+    """Model, optimizer, schedule, loss and loaders from the config; the checkpoint's state restored.
+
+    Writes nothing: a config that fails a check here (a model name, fp16 on the CPU, a checkpoint
+    that does not fit) leaves the work dir as it was. ``start_writing`` comes after.
+    """
     t, work_dir = cfg.train, work_dir_of(cfg, args.config)
-    log = setup_logging(work_dir, d.is_main)
+    log = setup_logging(None, d.is_main)  # the console now; train.log gets these lines in start_writing
     for note in notes:  # e.g. a truncated last.pth and the older checkpoint used instead
         log.warning("%s", note)
-    if d.is_main:
-        for path in remove_stale_temporaries(work_dir):  # left by writes a kill interrupted
-            log.info("removed %s (an interrupted write)", path)
     cfg = without_unused_aux_head(cfg, log)
     torch.manual_seed(t.seed + d.rank)  # per-rank model-side randomness (dropout); data randomness: TrainStream
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA backward ops have no such version
     torch.backends.cudnn.benchmark = not t.deterministic  # fixed-size crops; validation turns it off
-    if d.is_main:
-        save_config(cfg, work_dir / "config.yaml")
     micro, accum, max_iters = data.micro, data.accum, data.max_iters
     log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
     log.info(
@@ -338,10 +343,35 @@ def build(
             **loader_args,
         ),
         classes=data.train_set.classes, palette=data.train_set.palette, protocol=protocol,
-        writer=SummaryWriter(work_dir / "tb") if d.is_main else None, micro=micro, accum=accum,
+        writer=None, micro=micro, accum=accum,
         max_iters=max_iters, amp_dtype=AMP_DTYPES[t.amp], memory_format=memory_format, start_iter=start_iter,
         best_miou=best_miou,
     )  # fmt: skip
+
+
+def start_writing(run: Run) -> None:
+    """The run's first writes, once every check has passed: ``train.log`` (with the lines logged so
+    far), the removal of temporary files a kill left, ``config.yaml`` and TensorBoard."""
+    if not run.dist.is_main:
+        return
+    log_to_file(run.log, run.work_dir)
+    for path in remove_stale_temporaries(run.work_dir):  # left by writes a kill interrupted
+        run.log.info("removed %s (an interrupted write)", path)
+    save_config(run.cfg, run.work_dir / "config.yaml")
+    run.writer = SummaryWriter(run.work_dir / "tb")
+
+
+def shut_down_workers(*loaders: DataLoader) -> None:
+    """End the loaders' worker processes now, whatever ended the run.
+
+    Left to garbage collection (an exception's traceback keeps the iterator alive), they would meet
+    Python's exit, where multiprocessing stops daemon processes with SIGTERM, which the workers
+    ignore (``ignore_stop_signals``), and then waits for them forever. Asked here, they exit.
+    """
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)  # persistent workers: the loader keeps its iterator
+        if hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
 
 def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
@@ -397,8 +427,8 @@ def train_step(run: Run, batches: list[dict], stop: StopRequest) -> tuple[torch.
     return step, stop_now
 
 
-def log_step(run: Run, iteration: int, step: torch.Tensor, images_per_second: float, progress: tqdm) -> None:
-    lr = run.optimizer.param_groups[0]["lr"]
+def log_step(run: Run, iteration: int, step: torch.Tensor, lr: float, images_per_second: float, progress: tqdm) -> None:
+    """One log line and the TensorBoard scalars; ``lr``: the rate the iteration trained with."""
     loss, main, aux = step.tolist()
     progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.1f}")
     memory = (
@@ -536,6 +566,7 @@ def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
     checked_iter = run.start_iter
     run.module.train()
     for iteration in range(run.start_iter + 1, run.max_iters + 1):
+        lr = run.optimizer.param_groups[0]["lr"]  # this iteration's: train_step steps the schedule
         step, stop_now = train_step(run, [next(data) for _ in range(run.accum)], stop)
         finite &= torch.isfinite(step[0])
         if must_check_loss(run, iteration, stop_now):
@@ -551,7 +582,7 @@ def train_iterations(run: Run, stop: StopRequest, progress: tqdm) -> int:
         progress.update(1)
         window_images += t.batch_size
         if run.is_log_point(iteration):
-            log_step(run, iteration, step, window_images / (time.perf_counter() - window_start), progress)
+            log_step(run, iteration, step, lr, window_images / (time.perf_counter() - window_start), progress)
             window_start, window_images = time.perf_counter(), 0
         if stop_now or run.is_checkpoint_point(iteration):
             save_checkpoint(run, iteration)
@@ -572,23 +603,31 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     work_dir = work_dir_of(cfg, args.config)
     notes: list[str] = []  # resume warnings, logged once the log exists
     resume, state = find_resume_checkpoint(args.resume, work_dir, warn=notes.append) or (None, None)
+    held = existing_run(work_dir) if args.resume is None else None
+    if held:
+        raise ValueError(
+            f"{work_dir} already holds a run ({held}); resume it with --resume auto, or pick another train.work_dir=..."
+        )
     data = plan_data(cfg, d)
     # A finished run (trained and validated at its last iteration) is left exactly as it is.
     validated = last_validation(work_dir) if state is not None else None
     if state is not None and state["iter"] >= data.max_iters and validated and validated["iter"] >= data.max_iters:
-        if d.is_main:
+        if d.is_main:  # last.pth was saved before the final validation: its best mIoU may be older
+            best = best_saved_miou(work_dir, state["best_miou"])
             print(
                 f"{work_dir}: the run is complete (iteration {state['iter']} of {data.max_iters}; final mIoU "
-                f"{100 * (validated['miou'] or 0):.2f}%, best {100 * state['best_miou']:.2f}% in best.pth). Nothing "
+                f"{100 * (validated['miou'] or 0):.2f}%, best {100 * best:.2f}% in best.pth). Nothing "
                 "to do; raise train.max_iters to train longer."
             )
         return 0
     run = build(cfg, args, d, data, resume, state, notes)
     run.validated_iter = validated["iter"] if validated else -1  # a validation still owed runs first
+    start_writing(run)
     stop = StopRequest(args.stop_file)
     try:
         return run_loop(run, stop)
     finally:
+        shut_down_workers(run.train_loader, run.val_loader)
         stop.close()
         if run.writer is not None:
             run.writer.close()

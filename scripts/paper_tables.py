@@ -304,8 +304,10 @@ def result_path(table_name: str, row: Row, seed: int, runs: Path) -> Path:
 
 
 def train_args(table_name: str, row: Row, seed: int, root: str = WORK_DIRS) -> list[str]:
-    """train.py's arguments for ``row`` and ``seed``."""
-    return ["--config", row.config, f"train.seed={seed}", f"train.work_dir={work_dir(table_name, row, seed, root)}"]
+    """train.py's arguments for ``row`` and ``seed``; ``--resume auto``: a run a kill interrupted goes on,
+    a finished one is left as it is (train.py refuses a fresh run in a work dir that holds one)."""
+    folder = work_dir(table_name, row, seed, root)
+    return ["--config", row.config, f"train.seed={seed}", f"train.work_dir={folder}", "--resume", "auto"]
 
 
 def eval_args(table_name: str, row: Row, seed: int, runs: Path, root: str = WORK_DIRS) -> list[str]:

@@ -86,3 +86,54 @@ def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(capsys
 
     with pytest.raises(OSError, match="input/output error"):
         run(broken, [])
+
+
+def test_an_error_in_a_dataloader_worker_is_its_own_one_line_message(capsys):
+    """PyTorch re-raises a worker's exception with the worker's whole traceback as its message."""
+    from torch._utils import ExceptionWrapper
+
+    from datasets.base import DatasetError
+    from utils.cli import run
+
+    def worker_failed(error: Exception):
+        def main(argv):
+            try:
+                raise error
+            except Exception:
+                ExceptionWrapper(where="in DataLoader worker process 0").reraise()  # as the DataLoader does
+
+        return main
+
+    assert run(worker_failed(DatasetError("cannot decode image a.png: truncated. Re-download it.")), []) == 2
+    assert capsys.readouterr().err == "error: cannot decode image a.png: truncated. Re-download it.\n"
+    assert run(worker_failed(FileNotFoundError("label not found: b.png")), []) == 2
+    assert capsys.readouterr().err == "error: label not found: b.png\n"
+    assert run(worker_failed(ValueError("two lines:\n  the second")), []) == 2
+    assert capsys.readouterr().err == "error: two lines:\n  the second\n"
+
+    def main_process(argv):  # a message that merely mentions a worker is left alone
+        raise ValueError("Caught nothing in DataLoader worker process 0")
+
+    assert run(main_process, []) == 2
+    assert capsys.readouterr().err == "error: Caught nothing in DataLoader worker process 0\n"
+
+
+def test_train_exits_at_once_on_an_error_in_a_dataloader_worker(synthetic_cityscapes, tmp_path):
+    """Was: the error printed, then a hang forever (the workers, which ignore SIGTERM, were left to
+    Python's exit, where multiprocessing SIGTERMs them and waits)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_cityscapes, root)
+    for image in (root / "leftImg8bit" / "val").rglob("*.png"):
+        image.write_bytes(image.read_bytes()[:2000])  # truncated: a copy killed half-way
+    command = [
+        sys.executable, "train.py", "--config", DEMO, f"data.root={root}", "data.train_split=val",
+        f"train.work_dir={tmp_path / 'run'}", "model.backbone.base_width=8", "data.augment.crop_size=[64, 64]",
+        "train.batch_size=2", "train.max_iters=2", "train.num_workers=1",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot decode image "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr

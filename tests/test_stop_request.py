@@ -49,3 +49,20 @@ def test_dataloader_workers_ignore_stop_signals():
     rows = torch.cat(list(loader))
     assert set(rows[:, 0].tolist()).isdisjoint({os.getpid()}) and rows[:, 1].tolist() == [1, 1]
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the main process keeps its handler
+
+
+def test_train_refuses_a_stop_file_that_already_exists(tmp_path, capsys):
+    """A stale stop file would stop the run, and every resumed run, after one iteration."""
+    from conftest import ROOT
+    from train import main
+    from utils.cli import run
+
+    stop_file, work_dir = tmp_path / "stop", tmp_path / "run"
+    stop_file.touch()
+    args = ["--config", str(ROOT / "configs/demo.yaml"), f"train.work_dir={work_dir}", "--stop-file", str(stop_file)]
+    assert run(main, args) == 2
+    assert capsys.readouterr().err == (
+        f"error: --stop-file {stop_file} already exists (left by an earlier stop, it would stop this run after its "
+        "first iteration): delete it, then start again\n"
+    )
+    assert not work_dir.exists() and stop_file.exists()  # nothing written, nothing deleted behind the user's back

@@ -269,3 +269,34 @@ def test_torch_compile_trains_and_saves_plain_weights(synthetic_cityscapes, tmp_
     state = torch.load(work_dir / "last.pth", weights_only=True)["model"]
     model = build_model(load_config(work_dir / "config.yaml"), load_pretrained=False)
     model.load_state_dict(state)  # strict: no "_orig_mod." prefixes
+
+
+def test_the_log_and_tensorboard_show_the_lr_each_iteration_trained_with(synthetic_cityscapes, tmp_path):
+    """Was: the rate after scheduler.step(), the next iteration's (the last line always said 0)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    work_dir = tmp_path / "lr"
+    args = ["train.max_iters=3", "optim.warmup_iters=0", "optim.power=0.9", "train.eval_interval=0",
+            "train.eval_max_images=1"]  # fmt: skip
+    assert _run(synthetic_cityscapes, work_dir, *args) == 0
+    expected = [0.01, 0.01 * (2 / 3) ** 0.9, 0.01 * (1 / 3) ** 0.9]  # lr (1 - it / max_iters) ** power, it = 0, 1, 2
+    logged = [float(m) for m in re.findall(r"iter \d+/3 .* lr (\S+) ", (work_dir / "train.log").read_text())]
+    assert logged == pytest.approx(expected, rel=1e-3)  # printed with 4 digits
+    events = EventAccumulator(str(work_dir / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/lr")] == [
+        (i + 1, pytest.approx(lr, rel=1e-6)) for i, lr in enumerate(expected)
+    ]
+
+
+def test_a_complete_run_reports_the_best_miou_of_best_pth(synthetic_cityscapes, tmp_path, capsys):
+    """Was: the best mIoU of last.pth, which is saved before the final validation (-100.00%)."""
+    work_dir = tmp_path / "done"
+    args = ["train.max_iters=2", "train.eval_interval=0", "train.eval_max_images=1"]
+    assert _run(synthetic_cityscapes, work_dir, *args) == 0
+    best = torch.load(work_dir / "best.pth", weights_only=True)["miou"]
+    assert torch.load(work_dir / "last.pth", weights_only=True)["best_miou"] == -1.0  # saved before validating
+    capsys.readouterr()
+    assert _run(synthetic_cityscapes, work_dir, *args, "--resume", "auto") == 0
+    out = capsys.readouterr().out
+    assert f"the run is complete (iteration 2 of 2; final mIoU {100 * best:.2f}%, best {100 * best:.2f}% in " in out

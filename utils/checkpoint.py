@@ -142,6 +142,25 @@ def find_resume_checkpoint(
     return None
 
 
+def existing_run(work_dir: str | Path) -> str | None:
+    """What of a trained run ``work_dir`` holds (``"last.pth at iteration 4"``, ``"best.pth"`` ...), or None.
+
+    A fresh run there would overwrite its ``best.pth`` and ``last.pth`` and mix its ``iter_*.pth``
+    files with the new ones: train.py refuses, and this names what would be lost.
+    """
+    work_dir = Path(work_dir)
+    last = work_dir / "last.pth"
+    if last.is_file():
+        try:  # mmap: reads the iteration, not the weights
+            return f"last.pth at iteration {torch.load(last, map_location='cpu', weights_only=True, mmap=True)['iter']}"
+        except Exception:  # truncated or not ours: its name says enough
+            return "last.pth"
+    found = [p.name for p in _resume_candidates(work_dir)]
+    if (work_dir / "best.pth").is_file():
+        found.append("best.pth")
+    return ", ".join(found) or None
+
+
 def _disk_full(err: BaseException, directory: Path) -> int:
     """``errno.ENOSPC`` / ``errno.EDQUOT`` if ``err`` comes from a full disk or quota, else 0.
 

@@ -34,10 +34,26 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
             raise
         _log_traceback(err)
         message = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or type(err).__name__
+        message = worker_error_message(message, type(err))
         if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
             message = f"{message}: {err.filename}"
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def worker_error_message(message: str, kind: type[BaseException]) -> str:
+    """The original message of an error a DataLoader worker raised, else ``message`` unchanged.
+
+    PyTorch re-raises a worker's exception in the main process as the same type, with the message
+    ``Caught <Type> in DataLoader worker process N.\nOriginal Traceback (most recent call last):``
+    and the worker's whole traceback, which ends with ``<module>.<Type>: <original message>``.
+    """
+    if not message.startswith(f"Caught {kind.__name__} ") or "\nOriginal Traceback" not in message:
+        return message
+    module = "" if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}."
+    name = module + kind.__qualname__  # as the traceback module prints it
+    _, found, original = message.rstrip().rpartition(f"\n{name}: ")
+    return original if found else message.rstrip().splitlines()[-1]
 
 
 def _log_traceback(err: BaseException) -> None:

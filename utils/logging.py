@@ -19,8 +19,31 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _Held(logging.Handler):
+    """Keeps the records logged before the log file may be written (``log_to_file`` writes them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _use_handlers(logger: logging.Logger) -> None:
+    """The model builder reports weight loading through its own module logger: same handlers, same level."""
+    models_logger = logging.getLogger("models")
+    models_logger.handlers[:] = logger.handlers
+    models_logger.setLevel(logger.level)
+    models_logger.propagate = False
+
+
 def setup_logging(work_dir: Path | None, is_main: bool, name: str = "spnet") -> logging.Logger:
-    """The ``spnet`` logger: INFO to ``<work_dir>/train.log`` and the console on rank 0."""
+    """The ``spnet`` logger: INFO to ``<work_dir>/train.log`` and the console on rank 0.
+
+    Without ``work_dir``, rank 0's records are held for ``log_to_file``: train.py logs while it
+    checks the run, and writes nothing before every check has passed.
+    """
     logger = logging.getLogger(name)
     logger.handlers.clear()
     logger.propagate = False
@@ -30,13 +53,21 @@ def setup_logging(work_dir: Path | None, is_main: bool, name: str = "spnet") -> 
     console.setFormatter(formatter)
     logger.addHandler(console)
     if is_main and work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(work_dir / "train.log")
-        file.setFormatter(formatter)
-        logger.addHandler(file)
-    # the model builder reports weight loading through its own module logger
-    models_logger = logging.getLogger("models")
-    models_logger.handlers[:] = logger.handlers
-    models_logger.setLevel(logger.level)
-    models_logger.propagate = False
+        log_to_file(logger, work_dir)
+    elif is_main:
+        logger.addHandler(_Held())
+    _use_handlers(logger)
     return logger
+
+
+def log_to_file(logger: logging.Logger, work_dir: Path) -> None:
+    """Start ``<work_dir>/train.log`` (appending): the held records first, then everything from now on."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    file = logging.FileHandler(work_dir / "train.log")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    for held in [h for h in logger.handlers if isinstance(h, _Held)]:
+        for record in held.records:
+            file.handle(record)
+        logger.removeHandler(held)
+    logger.addHandler(file)
+    _use_handlers(logger)

@@ -1,0 +1,53 @@
+"""train.py checks everything before it writes anything: a run that cannot start leaves the work dir as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT
+
+
+def _args(work_dir, *extra: str) -> list[str]:
+    return ["--config", str(ROOT / "configs/demo.yaml"), f"train.work_dir={work_dir}", "train.batch_size=2", *extra]
+
+
+def _files(work_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in work_dir.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "files, held",
+    [
+        (["last.pth", "iter_0000004.pth", "best.pth"], "last.pth at iteration 4"),
+        (["iter_0000004.pth"], "iter_0000004.pth"),
+        (["best.pth"], "best.pth"),
+    ],
+)
+def test_a_fresh_run_refuses_a_work_dir_that_holds_a_run(tmp_path, files, held):
+    work_dir = tmp_path / "t1"
+    work_dir.mkdir()
+    for name in files:
+        torch.save({"iter": 4, "model": {}}, work_dir / name)
+    (work_dir / "config.yaml").write_text("the old run's config\n")
+    before = _files(work_dir)
+    with pytest.raises(ValueError) as error:
+        train.main(_args(work_dir, "train.max_iters=2"))
+    assert str(error.value) == (
+        f"{work_dir} already holds a run ({held}); resume it with --resume auto, or pick another train.work_dir=..."
+    )
+    assert _files(work_dir) == before  # no config.yaml, train.log, tb/ or checkpoint written
+
+
+def test_a_bad_name_in_the_config_writes_nothing(synthetic_cityscapes, tmp_path):
+    """Names are checked when the model is built; the work dir files are written only after that."""
+    work_dir = tmp_path / "t1"
+    work_dir.mkdir()
+    (work_dir / "config.yaml").write_text("the old run's config\n")
+    with pytest.raises(ValueError, match="model.head: unknown name 'foo'"):
+        train.main(_args(work_dir, f"data.root={synthetic_cityscapes}", "model.head=foo"))
+    assert _files(work_dir) == {"config.yaml": b"the old run's config\n"}
+    with pytest.raises(ValueError, match="train.amp=fp16 needs a GPU"):  # the last check of the build
+        train.main(_args(tmp_path / "t2", f"data.root={synthetic_cityscapes}", "train.amp=fp16", "train.device=cpu"))
+    assert not (tmp_path / "t2").exists()
