@@ -35,7 +35,7 @@ from models import build_model
 from models.modules import fold_model
 from models.weights import load_model_weights
 from utils.cli import add_debug_flag, run
-from utils.config import FastPaths, config_to_dict, load_config
+from utils.config import FastPaths, config_to_dict, load_config, replace_checked
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.fast_paths import (
@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)
     if not args.checkpoint and not args.print_protocol:
         parser.error("the following arguments are required: --checkpoint")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images {args.max_images}: must be >= 1 (leave it out to evaluate every image)")
     return args
 
 
@@ -130,17 +132,19 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PROTOCOL_FLAGS = {
+    "profile": "profile", "mode": "mode", "crop_size": "crop", "stride": "stride", "scales": "scales", "flip": "flip",
+    "base_size": "base_size", "resize_to": "resize_to", "window_batch": "window_batch",
+}  # fmt: skip  # eval.<key>: the argparse destination of its flag (--crop, --base-size, ...)
+
+
 def eval_config(cfg: Any, args: argparse.Namespace) -> Any:
-    """The config's eval section with the command-line flags applied."""
-    flags = {
-        "profile": args.profile, "mode": args.mode, "crop_size": args.crop, "stride": args.stride,
-        "scales": args.scales, "flip": args.flip, "base_size": args.base_size, "resize_to": args.resize_to,
-        "window_batch": args.window_batch,
-    }  # fmt: skip
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    """The config's eval section with the command-line flags applied, checked as the config's keys are."""
+    values = {key: getattr(args, dest) for key, dest in PROTOCOL_FLAGS.items() if getattr(args, dest) is not None}
+    sources = {key: "--" + PROTOCOL_FLAGS[key].replace("_", "-") for key in values}
     if args.fuse is not None:
-        changes["fast"] = dataclasses.replace(cfg.eval.fast, fold_bn=args.fuse)
-    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes))
+        values["fast"], sources["fast"] = {"fold_bn": args.fuse}, "--fuse"
+    return replace_checked(cfg, "eval", values, sources)
 
 
 @dataclasses.dataclass
@@ -208,11 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     split = args.split or cfg.data.val_split
     args.out = args.out or Path(args.checkpoint).with_name(f"eval_{split}.json")
+    if args.out.is_dir():
+        raise IsADirectoryError(
+            f"--out {args.out} is a folder; name the results file, e.g. {args.out / f'eval_{split}.json'}"
+        )
     check_writable(args.out.parent, "--out")
     if args.save_pred:
         check_writable(args.save_pred, "--save-pred")
     d = init_distributed(cfg.train.device)
     try:
+        if cfg.eval.amp == "fp16" and d.device.type != "cuda":
+            raise ValueError("eval.amp=fp16 needs a GPU; use eval.amp=bf16 on the CPU")
         return evaluate_checkpoint(cfg, args, d)
     finally:
         cleanup()
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_writable(folder: Path, flag: str) -> None:
     """Create ``folder`` and prove it is writable now, before an evaluation that may take hours."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {folder} is a file, not a folder; choose a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -30,7 +30,7 @@ from datasets import class_info  # noqa: E402
 from datasets.base import read_image  # noqa: E402
 from datasets.folder import IMAGE_SUFFIXES  # noqa: E402
 from datasets.transforms import eval_transforms  # noqa: E402
-from eval import add_protocol_args, eval_config, prepare_for_inference  # noqa: E402
+from eval import add_protocol_args, check_writable, eval_config, prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
 from utils.cli import add_debug_flag, run  # noqa: E402
@@ -52,14 +52,23 @@ def find_images(path: Path) -> list[Path]:
 
 
 def output_paths(images: list[Path], input_root: Path, output: Path) -> list[tuple[Path, Path]]:
-    """(mask, overlay) paths mirroring each image's place under ``input_root``; refuses to overwrite inputs."""
+    """(mask, overlay) paths mirroring each image's place under ``input_root``; refuses to overwrite inputs
+    and two images whose outputs share a name (``a.png`` and ``a.jpg``; ``x.png`` and ``x_color.png``)."""
     base = input_root.parent if images == [input_root] else input_root  # one image file, or a folder
     if output.resolve() == base.resolve():
         raise ValueError(f"--output {output} is the input folder: predictions would mix with (and replace) the images")
-    pairs = []
+    pairs, written_by = [], {}
     for image in images:
         stem = output / image.relative_to(base).with_suffix("")
-        pairs.append((stem.with_name(stem.name + ".png"), stem.with_name(stem.name + "_color.png")))
+        pair = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + "_color.png")
+        for path in pair:
+            if path in written_by:
+                raise ValueError(
+                    f"--input: {written_by[path]} and {image} would both write {path}; rename one of them "
+                    "or predict them into separate --output folders"
+                )
+            written_by[path] = image
+        pairs.append(pair)
     inputs = {p.resolve() for p in images}
     clash = [str(p) for pair in pairs for p in pair if p.resolve() in inputs]
     if clash:
@@ -76,11 +85,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
     parser.add_argument("--output", required=True, type=Path)
     add_protocol_args(parser)
-    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours over the image")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the colours over the image, 0 to 1 (default: %(default)s)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"--alpha {args.alpha:g}: must be between 0 (the image only) and 1 (the colours only)")
+    return args
+
+
+def parse_device(name: str) -> torch.device:
+    """``--device`` as a device this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: not a device predict.py runs on; use --device cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no GPU (torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s); use cuda:0 to cuda:N-1")
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,19 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_protocol:
         print(protocol)
         return 0
+    device = parse_device(args.device)  # everything a user can get wrong is checked before the model loads
+    if cfg.eval.amp == "fp16" and device.type != "cuda":
+        raise ValueError("eval.amp=fp16 needs a GPU; use eval.amp=bf16 on the CPU")
     images = find_images(args.input)
-    outputs = output_paths(images, args.input, args.output)  # before the model: fail fast
+    outputs = output_paths(images, args.input, args.output)
+    check_writable(args.output, "--output")
     _, palette = class_info(cfg)
     model = build_model(cfg, load_pretrained=False)
     print(load_model_weights(model, args.checkpoint))
-    e, device = cfg.eval, torch.device(args.device)
+    e = cfg.eval
     prepared = prepare_for_inference(model.to(device).eval(), e.fast, e.channels_last, device, compile=e.compile)
     print(prepared.summary)
     print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
         raw = read_image(path)
-        image = normalize(tv_tensors.Image(raw))[None].to(args.device, memory_format=prepared.memory_format)
+        image = normalize(tv_tensors.Image(raw))[None].to(device, memory_format=prepared.memory_format)
         with inference_context(cfg.eval.fast.inference_mode):
             scores = infer(
                 prepared.model, image, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std,

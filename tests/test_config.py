@@ -133,3 +133,42 @@ def test_exponent_floats_without_a_dot(tmp_path):
     assert cfg.optim.weight_decay == 1e-4 and cfg.optim.lr == 2e-3
     with pytest.raises(ConfigError, match="train.max_iters = '1e3' must be an integer"):
         load_config(path, ["train.max_iters=1e3"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.crop_size=[0, 256]", "eval.crop_size[0] = 0 must be >= 1"),
+        ("eval.stride=[256, 0]", "eval.stride[1] = 0 must be >= 1"),
+        ("eval.scales=[]", "eval.scales = [] must have at least 1 value(s) (e.g. [1.0], or"),
+        ("eval.scales=[1.0, -0.5]", "eval.scales[1] = -0.5 must be > 0 (e.g. [1.0], or"),
+        ("eval.resize_to=[2048, 0]", "eval.resize_to[1] = 0 must be >= 1"),
+        ("eval.base_size=0", "eval.base_size = 0 must be >= 1"),
+        ("eval.window_batch=0", "eval.window_batch = 0 must be >= 1"),
+        (
+            "eval.stride=[300, 200]",
+            "eval.stride = [300, 200] is larger than eval.crop_size = [256, 256], so the windows would leave pixels "
+            "out; set a stride <= the crop",
+        ),
+    ],
+)
+def test_eval_protocol_bounds_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs/demo.yaml", [override])
+    assert str(err.value).startswith(f"{ROOT / 'configs/demo.yaml'}: {message}")
+
+
+def test_replace_checked_names_the_source_of_each_value():
+    from utils.config import replace_checked
+
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    sources = {"crop_size": "--crop", "stride": "--stride", "fast": "--fuse"}
+    new = replace_checked(cfg, "eval", {"crop_size": [128, 128], "stride": [100, 100]}, sources)
+    assert (new.eval.crop_size, new.eval.stride, new.eval.base_size) == ((128, 128), (100, 100), None)
+    assert replace_checked(cfg, "eval", {"fast": {"fold_bn": False}}, sources).eval.fast.strip_conv is True
+    assert replace_checked(cfg, "eval", {}, sources) is cfg
+    with pytest.raises(ConfigError, match=r"^--crop: eval.crop_size\[1\] = 0 must be >= 1$"):
+        replace_checked(cfg, "eval", {"crop_size": [128, 0]}, sources)
+    with pytest.raises(ConfigError, match=r"^--crop: eval.stride = \[170, 170\] is larger than eval.crop_size"):
+        replace_checked(load_config(ROOT / "configs/demo.yaml", ["eval.stride=[170, 170]"]), "eval",
+                        {"crop_size": [128, 128]}, sources)  # fmt: skip

@@ -302,3 +302,63 @@ def test_mmseg_crop_without_a_config_stride_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: mmseg has no config with a 700x700 sliding window") and err.count("\n") == 1
     assert err.rstrip().endswith("set eval.stride or --stride H W")
+
+
+def _one_line_error(capsys, *args: str) -> str:
+    from utils.cli import run
+
+    assert run(eval_script.main, ["--config", str(ROOT / "configs/demo.yaml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip().removeprefix("error: ")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--stride 0 0", "--stride: eval.stride[0] = 0 must be >= 1"),
+        ("--crop 0 0", "--crop: eval.crop_size[0] = 0 must be >= 1"),
+        ("--scales 0", "--scales: eval.scales[0] = 0.0 must be > 0 (e.g. [1.0],"),
+        ("--scales 1 -1", "--scales: eval.scales[1] = -1.0 must be > 0 (e.g. [1.0],"),
+        ("--window-batch 0", "--window-batch: eval.window_batch = 0 must be >= 1"),
+        ("--base-size 0", "--base-size: eval.base_size = 0 must be >= 1"),
+        ("--resize-to 2048 -1", "--resize-to: eval.resize_to[1] = -1 must be >= 1"),
+        ("--stride 300 300", "--stride: eval.stride = [300, 300] is larger than eval.crop_size = [256, 256]"),
+        ("eval.scales=[] --mode whole", f"{ROOT / 'configs/demo.yaml'}: eval.scales = [] must have at least 1"),
+    ],
+)
+def test_protocol_flags_are_checked_as_the_config_keys_are(capsys, flags, message):
+    """The flags go through the config's checks: no ZeroDivisionError, no interpolate error, no silent 0."""
+    assert _one_line_error(capsys, "--print-protocol", *flags.split()).startswith(message)
+
+
+def test_valid_protocol_flags_override_the_config(capsys):
+    flags = "--print-protocol --crop 128 128 --stride 100 128 --scales 0.5 1 --no-flip --window-batch 2".split()
+    assert eval_script.main(["--config", str(ROOT / "configs/demo.yaml"), *flags]) == 0
+    line = "spnet rules, sliding window 128x128 stride 100x128, image at its own size, scales 0.5, 1, no flip\n"
+    assert capsys.readouterr().out == line
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_max_images_below_one_is_refused(capsys, tmp_path, count):
+    message = _one_line_error(capsys, "--checkpoint", str(tmp_path / "none.pth"), "--max-images", count)
+    assert message == f"--max-images {count}: must be >= 1 (leave it out to evaluate every image)"
+
+
+def test_eval_refuses_before_loading_anything(capsys, tmp_path):
+    """A folder as --out, fp16 on the CPU, a missing GPU: refused before the model loads (the checkpoint is
+    not even a checkpoint), not after an evaluation."""
+    checkpoint = tmp_path / "not_a_checkpoint.pth"
+    checkpoint.write_text("never read")
+    base = ["--checkpoint", str(checkpoint), "--out"]
+    message = _one_line_error(capsys, *base, str(tmp_path))
+    assert message == f"--out {tmp_path} is a folder; name the results file, e.g. {tmp_path / 'eval_val.json'}"
+    assert not list(tmp_path.glob("eval_*.json"))
+    if not torch.cuda.is_available():
+        out = str(tmp_path / "r.json")
+        assert _one_line_error(capsys, *base, out, "eval.amp=fp16") == (
+            "eval.amp=fp16 needs a GPU; use eval.amp=bf16 on the CPU"
+        )
+        assert _one_line_error(capsys, *base, out, "train.device=cuda").startswith(
+            "train.device=cuda, but torch sees no GPU (torch.cuda.is_available() is False); use train.device=cpu"
+        )

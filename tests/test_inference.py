@@ -214,3 +214,13 @@ def test_window_batching_does_not_change_the_result():
         one = _run(model, x, window_batch=1, **common)
         many = _run(model, x, window_batch=7, **common)
         torch.testing.assert_close(one, many)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [dict(scales=()), dict(scales=(1.0, 0.0)), dict(crop_size=(0, 64)), dict(stride=(32, 0)), dict(window_batch=0)],
+)
+def test_a_protocol_that_cannot_run_is_refused_when_made(fields):
+    """Built without a config (scripts/benchmark.py, the Python API): refused, not a ZeroDivisionError or NaN."""
+    with pytest.raises(ValueError, match=r"^a protocol needs at least one scale, all > 0, and a crop, stride and "):
+        Protocol(**fields)

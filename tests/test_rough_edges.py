@@ -221,3 +221,62 @@ def test_eval_help_explains_every_protocol_flag(capsys):
         ("--print-protocol", "print the resulting protocol in one line and exit"),
     ):
         assert flag in text and words in text, flag
+
+
+def test_predict_refuses_inputs_whose_outputs_share_a_name(tmp_path):
+    """a.png and a.jpg would both write a.png; x_color.png's mask is x.png's overlay: one line, both inputs named."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from predict import output_paths
+
+    same_stem = [tmp_path / "in" / "a.jpg", tmp_path / "in" / "a.png"]
+    message = (
+        f"--input: {same_stem[0]} and {same_stem[1]} would both write {tmp_path / 'out/a.png'}; rename one of them "
+        "or predict them into separate --output folders"
+    )
+    with pytest.raises(ValueError) as err:
+        output_paths(same_stem, tmp_path / "in", tmp_path / "out")
+    assert str(err.value) == message
+    overlay = [tmp_path / "in" / "x.png", tmp_path / "in" / "x_color.png"]
+    with pytest.raises(ValueError, match=r"x.png and .*x_color.png would both write .*out/x_color.png"):
+        output_paths(overlay, tmp_path / "in", tmp_path / "out")
+    apart = [tmp_path / "in" / "a" / "x.png", tmp_path / "in" / "b" / "x.jpg", tmp_path / "in" / "x_colour.png"]
+    assert len({p for pair in output_paths(apart, tmp_path / "in", tmp_path / "out") for p in pair}) == 6
+
+
+def test_predict_checks_its_arguments_before_loading_the_model(tmp_path, capsys):
+    """Each is one line; the checkpoint does not exist, so an error about it would mean the model was loaded."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import predict
+
+    from utils.cli import run
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # never read either
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file")
+    base = ["--config", str(ROOT / "configs/demo.yaml"), "--checkpoint", str(tmp_path / "none.pth")]
+    base += ["--input", str(image), "--device", "cpu"]
+    cases = [
+        (["--output", str(blocker)], f"--output {blocker} is a file, not a folder; choose a folder"),
+        (["--output", str(blocker / "sub")], f"--output: cannot write into {blocker / 'sub'} ("),
+        (["--output", str(tmp_path / "o"), "--alpha", "3"], "--alpha 3: must be between 0 (the image only) and 1"),
+        (["--output", str(tmp_path / "o"), "--device", "foo"], "--device foo: not a device predict.py runs on; use"),
+        (["--output", str(tmp_path / "o"), "--stride", "0", "0"], "--stride: eval.stride[0] = 0 must be >= 1"),
+    ]
+    if not torch.cuda.is_available():
+        cases += [
+            (["--output", str(tmp_path / "o"), "--device", "cuda"], "--device cuda: torch sees no GPU"),
+            (["--output", str(tmp_path / "o"), "eval.amp=fp16"], "eval.amp=fp16 needs a GPU; use eval.amp=bf16"),
+        ]
+    for args, message in cases:
+        assert run(predict.main, [*base, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, (args, err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_asking_for_a_missing_gpu_is_a_user_error_with_the_fix():
+    from utils.distributed import init_distributed
+
+    with pytest.raises(ValueError, match=r"^train.device=cuda, but torch sees no GPU .*use train.device=cpu"):
+        init_distributed("cuda")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -34,10 +35,20 @@ NamedArgs = dict[str, dict[str, Any]]  # name -> keyword arguments of the class 
 
 
 def bounded(
-    default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None, hint: str = ""
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    min_items: int | None = None,
+    hint: str = "",
 ) -> Any:
-    """A field whose value (when not null) must lie in [min, max] and above ``above``: checked at load."""
-    return field(default=default, metadata={"min": min, "max": max, "above": above, "hint": hint})
+    """A field whose value (when not null) must lie in [min, max] and above ``above``: checked at load.
+
+    For a list, every item must; ``min_items``: the fewest items it may have."""
+    return field(
+        default=default, metadata={"min": min, "max": max, "above": above, "min_items": min_items, "hint": hint}
+    )
 
 
 @dataclass(frozen=True)
@@ -192,17 +203,30 @@ class EvalConfig:
 
     profile: Literal["spnet", "encoding", "mmseg"] = "spnet"  # whose resize / pad / fuse rules
     mode: Literal["whole", "slide"] = "slide"
-    crop_size: tuple[int, int] = (768, 768)  # sliding window
-    stride: tuple[int, int] | None = None  # null: the profile's (2/3 of the crop; mmseg: its configs' for the crop)
-    scales: tuple[float, ...] = (1.0,)  # e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale
+    crop_size: tuple[int, int] = bounded((768, 768), min=1)  # sliding window
+    # null: the profile's (2/3 of the crop; mmseg: its configs' for the crop); at most the crop (no gaps)
+    stride: tuple[int, int] | None = bounded(None, min=1)
+    scales: tuple[float, ...] = bounded(
+        (1.0,), above=0, min_items=1, hint="e.g. [1.0], or [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale"
+    )
     flip: bool | None = None  # null: the profile's (spnet and encoding flip, mmseg does not)
     base_size: int | None = bounded(2048, min=1)  # spnet / encoding: long side at scale 1.0; null: the image's own
-    resize_to: tuple[int, int] | None = None  # mmseg: (long, short) keep-ratio target, its img_scale; null: own size
+    # mmseg: (long, short) keep-ratio target, its img_scale; null: own size
+    resize_to: tuple[int, int] | None = bounded(None, min=1)
     window_batch: int = bounded(1, min=1)  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU
     amp: Literal["none", "fp16", "bf16"] = "none"
     fast: FastPaths = field(default_factory=FastPaths)  # exact fast paths of eval.py / predict.py; false: none
     channels_last: bool | None = None  # true / false: on / off everywhere; null: as eval.fast.channels_last says
     compile: bool = False  # torch.compile the model for inference (compiled once per input size)
+
+    def check(self, prefix: str, source: str) -> None:
+        """What one key's bounds cannot say: windows that leave no gaps."""
+        if self.stride is not None and any(s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ConfigError(
+                f"{source}: {prefix}stride = {list(self.stride)} is larger than {prefix}crop_size = "
+                f"{list(self.crop_size)}, so the windows would leave pixels out; set a stride <= the crop "
+                f"({prefix}stride, --stride H W), or {prefix}stride=null for the profile's"
+            )
 
 
 @dataclass(frozen=True)
@@ -221,6 +245,20 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     for override in overrides:
         _apply_override(raw, override)
     return _build(Config, raw, prefix="", source=str(path))
+
+
+def replace_checked(cfg: Config, section: str, values: dict[str, Any], sources: dict[str, str]) -> Config:
+    """``cfg`` with keys of ``section`` set to ``values`` (e.g. from command-line flags), checked as
+    ``load_config`` checks them: each value alone, its error named by ``sources[key]`` (its flag), then the
+    section as a whole. A nested section takes a mapping of some of its keys, e.g. ``{"fast": {"fold_bn": False}}``."""
+    if not values:
+        return cfg
+    cls = _hints(Config)[section]
+    for key, value in values.items():
+        _field_value(cls, key, value, f"{section}.{key}", sources[key])
+    raw = config_to_dict(cfg)
+    raw[section] = _merge(raw[section], values, cls)
+    return _build(Config, raw, prefix="", source=", ".join(sources[key] for key in values))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
@@ -325,6 +363,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 # --- validation ----------------------------------------------------------------------------------
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -346,14 +385,30 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     for key in data:
         if key not in hints:
             _unknown_key(prefix + str(key), str(key), list(hints), source)
-    kwargs = {key: _coerce(value, hints[key], prefix + key, source) for key, value in data.items()}
-    for f in dataclasses.fields(cls):
-        if f.name in kwargs and kwargs[f.name] is not None and f.metadata:
-            _check_range(kwargs[f.name], f.metadata, prefix + f.name, source)
-    return cls(**kwargs)
+    built = cls(**{key: _field_value(cls, key, value, prefix + key, source) for key, value in data.items()})
+    if hasattr(built, "check"):
+        built.check(prefix, source)
+    return built
 
 
-def _check_range(value: float, bounds: typing.Mapping[str, float | None], path: str, source: str) -> None:
+def _field_value(cls: type, key: str, value: Any, path: str, source: str) -> Any:
+    """``value`` checked against the type and the bounds of the field ``key`` of ``cls``."""
+    value = _coerce(value, _hints(cls)[key], path, source)
+    bounds = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
+    if value is not None and bounds:
+        _check_range(value, bounds, path, source)
+    return value
+
+
+def _check_range(value: Any, bounds: typing.Mapping[str, Any], path: str, source: str) -> None:
+    hint = f" ({bounds['hint']})" if bounds.get("hint") else ""
+    if isinstance(value, tuple):
+        fewest = bounds.get("min_items")
+        if fewest is not None and len(value) < fewest:
+            raise ConfigError(f"{source}: {path} = {list(value)} must have at least {fewest} value(s){hint}")
+        for i, item in enumerate(value):
+            _check_range(item, bounds, f"{path}[{i}]", source)
+        return
     low, high, above = bounds.get("min"), bounds.get("max"), bounds.get("above")
     if (
         (low is not None and value < low)
@@ -362,7 +417,6 @@ def _check_range(value: float, bounds: typing.Mapping[str, float | None], path: 
     ):
         lower = f"> {above}" if above is not None else f">= {low}" if low is not None else ""
         upper = f"<= {high}" if high is not None else ""
-        hint = f" ({bounds['hint']})" if bounds.get("hint") else ""
         raise ConfigError(f"{source}: {path} = {value!r} must be {' and '.join(filter(None, (lower, upper)))}{hint}")
 
 

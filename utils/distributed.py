@@ -33,13 +33,17 @@ class DistInfo:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun describes (if any) and pick this process's device.
 
-    ``device``: ``auto`` (the local GPU if there is one, else the CPU), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (the local GPU if there is one, else the CPU), ``cpu`` or ``cuda`` (no GPU: a
+    ``ValueError``, a user error of utils/cli.py).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU (torch.cuda.is_available() is False)")
+        raise ValueError(
+            "train.device=cuda, but torch sees no GPU (torch.cuda.is_available() is False); "
+            "use train.device=cpu, or train.device=auto for the GPU where there is one"
+        )
     if use_cuda:
         torch.cuda.set_device(local_rank)
         chosen = torch.device("cuda", local_rank)

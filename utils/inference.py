@@ -249,6 +249,11 @@ class Protocol:
             raise ValueError(f"unknown protocol profile {self.profile!r}; choose from {tuple(PROFILES)}")
         if self.mode not in ("whole", "slide"):
             raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        sizes = (*self.crop_size, *(self.stride or ()), self.window_batch)
+        if not self.scales or min(self.scales) <= 0 or min(sizes) < 1:  # eval.py checks these as config keys
+            raise ValueError(
+                f"a protocol needs at least one scale, all > 0, and a crop, stride and window batch >= 1; got {self!r}"
+            )
         if self.mode == "slide" and self.stride is None:
             self.rules.default_stride(self.crop_size)  # a crop the profile has no stride for fails now
 
