@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from utils.registry import BuildError, construct
+
 from . import ade20k, cityscapes
 from .base import IGNORE_INDEX, DatasetError, MissingFolderError, SegmentationDataset, read_image, read_mask
 
@@ -72,11 +74,14 @@ def check_dataset(
     dataset_args: dict[str, Any] | None = None,
     max_masks: int = 200,
     max_images: int | None = None,
+    args_key: str = "dataset_args",
 ) -> Report:
     """Validate every split of dataset ``name`` at ``root``.
 
     Decodes every image and mask (or ``max_images`` evenly spaced samples per split), since a
     header can be fine where the pixels are truncated; label statistics use ``max_masks`` masks.
+    ``dataset_args`` that the dataset does not take, or rejects, raise a ``BuildError`` naming
+    ``args_key`` (where the user set them), as ``build_dataset`` does for a config.
     """
     from . import DATASETS
 
@@ -88,7 +93,9 @@ def check_dataset(
     report.lines.append(f"{name} at {root}")
     for split, official in _splits(name, root).items():
         try:
-            dataset = DATASETS[name](root, split, **(dataset_args or {}))
+            dataset = construct(DATASETS[name], args_key, root, split, options=dataset_args)
+        except BuildError:
+            raise  # wrong arguments, not wrong data: one error, as train.py gives it
         except (DatasetError, FileNotFoundError, ValueError) as err:
             if split not in _OPTIONAL:
                 report.problems.append(f"{split}: {err}")

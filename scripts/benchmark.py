@@ -243,13 +243,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if min(args.size) < 1:
+        parser.error(f"--size H W must be at least 1 pixel each, got {args.size[0]} {args.size[1]}")
+    for flag in ("batch", "iters", "warmup", "window_batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.warmup < 1 or args.iters < 1:
-        raise ValueError("--warmup and --iters must be at least 1")
 
     cfg = load_config(args.config, args.overrides)
     versus = load_config(args.config, [*args.overrides, *args.versus]) if args.versus else None

@@ -39,17 +39,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1")
+    args.dataset_args = {}
+    for item in args.arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--arg {item!r} must look like KEY=VALUE, e.g. --arg 'classes=[bg, crop, weed]'")
+        try:
+            args.dataset_args[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            parser.error(f"--arg {item!r}: cannot parse {value!r} as YAML: {getattr(err, 'problem', None) or err}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    dataset_args = {}
-    for item in args.arg:
-        key, _, value = item.partition("=")
-        dataset_args[key] = yaml.safe_load(value)
     report = check_dataset(
-        args.dataset, args.root, dataset_args=dataset_args, max_masks=args.max_masks, max_images=args.max_images
+        args.dataset,
+        args.root,
+        dataset_args=args.dataset_args,
+        max_masks=args.max_masks,
+        max_images=args.max_images,
+        args_key="--arg",
     )
     print(report)
     return 0 if report.ok else 1

@@ -10,9 +10,12 @@ The same arguments always write the same files (every image is seeded by --seed,
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.test and args.format != "cityscapes":
         parser.error("--test is only written in the cityscapes format")
+    for flag in ("train", "val", "test"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be 0 or more images, got {getattr(args, flag)}")
+    if min(args.size) < 1:
+        parser.error(f"--size H W must be at least 1 pixel each, got {args.size[0]} {args.size[1]}")
     return args
 
 
@@ -46,7 +54,19 @@ def main(argv: list[str] | None = None) -> None:
     seconds, (height, width) = time.perf_counter() - start, args.size
     print(f"wrote {sum(counts.values())} {height}x{width} images ({args.format}) to {args.out} in {seconds:.1f} s")
     if args.format == "folder":
-        print(f"config: data.dataset=folder data.root={args.out} data.dataset_args.classes={list(CLASSES)}")
+        print(f"train on it: python train.py --config configs/custom_folder.yaml {folder_overrides(args.out)}")
+
+
+def folder_overrides(root: Path) -> str:
+    """The config overrides that read the folder dataset at ``root``, quoted for a POSIX shell."""
+    classes = yaml.safe_dump(list(CLASSES), default_flow_style=True, width=1_000_000).strip()
+    overrides = [
+        "data.dataset=folder",
+        f"data.root={root}",
+        f"data.dataset_args.classes={classes}",
+        f"model.num_classes={len(CLASSES)}",
+    ]
+    return " ".join(shlex.quote(o) for o in overrides)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if min(args.size) < 1:
+        parser.error(f"--size H W must be at least 1 pixel each, got {args.size[0]} {args.size[1]}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -160,3 +160,47 @@ def test_48bit_rgb_png_reads_its_high_byte(tmp_path):
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     )
     assert read_image(path).permute(1, 2, 0).tolist() == [[[0, 1, 255], [3, 77, 255]]]  # v >> 8: v8 * 257 -> v8
+
+
+@pytest.mark.parametrize(
+    "folder, name, other",
+    [
+        ("images/val", "street_00000.jpg", "street_00000.png"),  # two images for one mask
+        ("images/val/sub", "a.jpg", "a.JPEG"),  # in a subfolder, suffixes in any case
+        ("masks/val", "street_00000.png", "street_00000.PNG"),  # two masks for one image
+    ],
+)
+def test_two_files_of_one_name_are_refused_not_paired_by_guess(synthetic_folder, tmp_path, folder, name, other):
+    """Images pair with masks by path without suffix: a.jpg and a.png (different pictures) next to
+    a.png in masks/ used to pair the mask with whichever came last."""
+    root = tmp_path / "f"
+    shutil.copytree(synthetic_folder, root)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    source = next((root / folder.split("/")[0] / "val").glob("street_00001.*"))
+    for file in (name, other):
+        shutil.copy(source, root / folder / file)
+    if folder == "images/val/sub":
+        (root / "masks/val/sub").mkdir()
+        shutil.copy(sorted((root / "masks/val").glob("*.png"))[0], root / "masks/val/sub/a.png")
+    with pytest.raises(DatasetError) as err:
+        FolderDataset(root, "val", classes=WORLD_CLASSES)
+    message = str(err.value)
+    assert f"1 name(s) under {root / folder.split('/sub')[0]} have several files" in message
+    assert " and ".join(sorted(str(root / folder / file) for file in (name, other))) in message
+    assert "rename or remove all but one file of each name" in message
+    assert len(FolderDataset(root, "train", classes=WORLD_CLASSES)) == 4  # the other split is untouched
+
+
+def test_folder_masks_match_png_in_any_case(synthetic_folder, tmp_path):
+    root = tmp_path / "f"
+    shutil.copytree(synthetic_folder, root)
+    mask = sorted((root / "masks/val").glob("*.png"))[0]
+    mask.rename(mask.with_suffix(".PNG"))  # was left out, and its image reported without a mask
+    dataset = FolderDataset(root, "val", classes=WORLD_CLASSES)
+    assert mask.with_suffix(".PNG") in [m for _, m in dataset.samples] and len(dataset) == 2
+
+
+@pytest.mark.parametrize("classes", [None, 3, "road", [], ["c"] * 256])
+def test_folder_classes_must_be_a_list_of_names(synthetic_folder, classes):
+    with pytest.raises(ValueError, match=r"classes must list 1 to 255 class names.*e\.g\. classes=\[background"):
+        FolderDataset(synthetic_folder, "train", classes=classes)

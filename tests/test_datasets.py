@@ -173,3 +173,13 @@ def test_shipped_configs_read_their_dataset(path, fixture, request):
     assert set(torch.unique(sample["mask"]).tolist()) <= set(range(cfg.model.num_classes)) | {255}
     val = build_dataset(cfg, cfg.data.val_split)
     assert len(val) > 0 and val[0]["mask"].shape == val[0]["image"].shape[-2:]
+
+
+def test_custom_folder_config_evaluates_images_at_their_own_size():
+    """Its Cityscapes base evaluates at a long side of 2048: eval.py scaled the 256x512 synthetic
+    folder images up 4x, unlike the validation during training (whole images as they are)."""
+    from utils.inference import Protocol
+
+    cfg = load_config(ROOT / "configs/custom_folder.yaml")
+    assert cfg.eval.base_size is None and tuple(cfg.eval.crop_size) == tuple(cfg.data.augment.crop_size)
+    assert "image at its own size" in str(Protocol.from_config(cfg.eval))

@@ -6,12 +6,14 @@ import shutil
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT
 from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
 from datasets.doctor import check_dataset
 from datasets.synthetic import CLASSES as WORLD_CLASSES
+from utils.cli import run
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_dataset as check_dataset_script  # noqa: E402
@@ -129,3 +131,42 @@ def test_missing_optional_split_is_one_warning_line(synthetic_cityscapes, tmp_pa
     shutil.rmtree(root / "gtFine/val")  # a required split keeps the layout block, as a problem
     report = check_dataset("cityscapes", root)
     assert report.problems[0].startswith(f"val: folder not found: {root / 'gtFine/val'}\nExpected layout:\n")
+
+
+def test_two_images_of_one_name_are_a_problem_not_ok(synthetic_folder, tmp_path, capsys):
+    """street_00000.jpg and .png (different pictures) next to one mask: the doctor used to say OK."""
+    root = tmp_path / "f"
+    shutil.copytree(synthetic_folder, root)
+    shutil.copy(root / "images/val/street_00001.jpg", root / "images/val/street_00000.png")
+    classes = "classes=[" + ", ".join(WORLD_CLASSES) + "]"
+    assert check_dataset_script.main(["--dataset", "folder", "--root", str(root), "--arg", classes]) == 1
+    out = capsys.readouterr().out
+    both = f"{root / 'images/val/street_00000.jpg'} and {root / 'images/val/street_00000.png'}"
+    assert "PROBLEM: val: 1 name(s) under" in out and both in out and "OK:" not in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "error: --arg: FolderDataset: classes must list 1 to 255 class names"),
+        (["--arg", "classes=3"], "error: --arg: FolderDataset: classes must list 1 to 255 class names"),
+        (["--arg", "foo=1"], "error: --arg: FolderDataset has no argument 'foo'"),
+        (["--arg", "classes=[a, b]", "--arg", "ignore_value=1"], "error: --arg: FolderDataset: ignore_value 1"),
+    ],
+)
+def test_wrong_dataset_arguments_are_one_error_line(synthetic_folder, capsys, args, message):
+    """Checked by the same ``construct`` as build_dataset in train.py: exit 2, no traceback, no report."""
+    argv = ["--dataset", "folder", "--root", str(synthetic_folder), *args]
+    assert run(check_dataset_script.main, argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and len(captured.err.splitlines()) == 1 and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [("classes", "--arg 'classes' must look like KEY=VALUE"), ("classes=[a, b", "cannot parse '[a, b' as YAML")],
+)
+def test_unparsable_arg_is_a_usage_error(arg, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        check_dataset_script.parse_args(["--dataset", "folder", "--root", "x", "--arg", arg])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

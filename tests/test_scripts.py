@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import torch
 import torchvision
 
 from conftest import layout, random_state_dict
+from datasets import build_dataset
+from datasets.synthetic import CLASSES as WORLD_CLASSES
 from models import build_model
 from models.backbones import ResNet
 from models.weights import IncompatibleWeightsError, load_model_weights
@@ -292,6 +295,15 @@ def test_training_flops_count_forward_and_backward():
         ("prepare_cityscapes", ["--root", "x", "--workers", "0"], "--workers must be at least 1"),
         ("run_study", ["--jobs", "0"], "--jobs must be at least 1"),
         ("paper_tables", [], "choose --table NAME"),
+        ("make_synthetic", ["--format", "cityscapes", "--out", "x", "--train", "-2"], "--train must be 0 or more"),
+        ("make_synthetic", ["--format", "folder", "--out", "x", "--val", "-1"], "--val must be 0 or more"),
+        ("make_synthetic", ["--format", "folder", "--out", "x", "--size", "0", "8"], "--size H W must be at least 1"),
+        ("model_info", ["--config", "c.yaml", "--size", "0", "0"], "--size H W must be at least 1 pixel"),
+        ("benchmark", ["--config", "c.yaml", "--size", "8", "-1"], "--size H W must be at least 1 pixel"),
+        ("benchmark", ["--config", "c.yaml", "--batch", "0"], "--batch must be at least 1, got 0"),
+        ("benchmark", ["--config", "c.yaml", "--iters", "0"], "--iters must be at least 1, got 0"),
+        ("benchmark", ["--config", "c.yaml", "--warmup", "0"], "--warmup must be at least 1, got 0"),
+        ("benchmark", ["--config", "c.yaml", "--window-batch", "0"], "--window-batch must be at least 1, got 0"),
     ],
 )
 def test_scripts_reject_arguments_argparse_cannot_check(script, argv, message, capsys):
@@ -300,3 +312,36 @@ def test_scripts_reject_arguments_argparse_cannot_check(script, argv, message, c
     with pytest.raises(SystemExit) as exit_:
         module.parse_args(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_make_synthetic_folder_hint_pastes_into_a_shell(tmp_path, capsys):
+    """The printed command, split as a shell would, loads a config that reads the written dataset."""
+    import make_synthetic
+
+    out = tmp_path / "my data"  # a space: the root must be quoted too
+    make_synthetic.main(["--format", "folder", "--out", str(out), "--train", "1", "--val", "1", "--size", "32", "48"])
+    line = capsys.readouterr().out.splitlines()[-1]
+    words = shlex.split(line.removeprefix("train on it: "))
+    assert words[:4] == ["python", "train.py", "--config", "configs/custom_folder.yaml"]
+    cfg = load_config(ROOT / words[3], words[4:])
+    assert cfg.data.root == str(out) and cfg.data.dataset_args["classes"] == list(WORLD_CLASSES)
+    assert cfg.model.num_classes == len(WORLD_CLASSES) and len(build_dataset(cfg, "val")) == 1
+
+
+INLINE_COMMAND = re.compile(r"`python (scripts/\w+\.py)([^`]*)`")
+
+
+def test_concrete_inline_commands_in_the_docs_parse():
+    """Commands quoted inline in the docs (test_docs_commands checks ```bash blocks) use flags that exist:
+    docs/modules.md showed benchmark.py --compare-fuse long after the flag became --versus. Templates
+    with placeholders (H W, CFG, ...) are left out."""
+    checked = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for script, rest in INLINE_COMMAND.findall(doc.read_text()):
+            words = shlex.split(rest)
+            if any(word.isupper() or "..." in word for word in words):
+                continue
+            module = __import__(Path(script).stem)
+            module.parse_args(words)  # SystemExit(2) on an unknown flag
+            checked.append(f"{doc.name}: {script}")
+    assert "modules.md: scripts/benchmark.py" in checked
