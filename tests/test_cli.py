@@ -18,7 +18,10 @@ USER_ERRORS = {  # command -> what the one line must say
     "train.py --config configs/nowhere.yaml": "config file not found: ",
     "train.py --config configs/demo.yaml train.max_iter=5": "unknown key 'train.max_iter'; did you mean 'max_iters'?",
     "train.py --config configs/demo.yaml train.max_iters=0": "train.max_iters = 0 must be >= 1",
-    "train.py --config configs/demo.yaml data.root=/nonexistent/cs": "folder not found: /nonexistent/cs",
+    # a work dir of its own: the repository's work_dirs/demo may hold the README demo's run (then refused)
+    "train.py --config configs/demo.yaml train.work_dir=/nonexistent/wd data.root=/nonexistent/cs": (
+        "folder not found: /nonexistent/cs"
+    ),
     "eval.py --config configs/demo.yaml --checkpoint /nonexistent/best.pth": "/nonexistent/best.pth",
     "scripts/predict.py --config configs/demo.yaml --checkpoint x.pth --input /nonexistent --output /tmp/o": "--input",
     "scripts/model_info.py --config configs/demo.yaml model.head=pmm": "model.head: unknown name 'pmm'",
