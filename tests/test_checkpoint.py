@@ -441,3 +441,20 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     loaded = torch.load(tmp_path / "s.pth", weights_only=True)["rng"][0]
     assert set_rng_states(loaded) == []
     assert _draws() == expected
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path, umask):
+    """mkstemp's 0600 would make checkpoints and results unreadable to a team on a shared disk."""
+    from utils.checkpoint import save_atomic
+    from utils.results import write_json
+
+    old = os.umask(umask)
+    try:
+        save_atomic({"x": 1}, tmp_path / "best.pth")
+        write_json(tmp_path / "eval_val.json", {"miou": 0.5})
+        (tmp_path / "plain.txt").write_text("as open makes it")
+    finally:
+        os.umask(old)
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("best.pth", "eval_val.json", "plain.txt")}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .results import permit_as_open_would
+
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng", "config")
 ITER_FILE = re.compile(r"iter_(\d+)\.pth")
 # The temporary files our writers create in a run's folder: save_atomic's mkstemp names
@@ -218,6 +220,7 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             raise _disk_full_error(code, path, existed, None) from err
         raise
     try:
+        permit_as_open_would(fd)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

@@ -26,6 +26,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def permit_as_open_would(fd: int) -> None:
+    """Give a ``tempfile.mkstemp`` file the permissions ``open`` would (0666 less the umask).
+
+    mkstemp creates files 0600; renamed into place they would stay unreadable to the rest of a
+    team on a shared filesystem, unlike every other file a run writes.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as strict JSON (``allow_nan=False``) via a temporary file and a rename."""
     path = Path(path)
@@ -33,6 +44,7 @@ def write_json(path: str | Path, data: Any) -> Path:
     text = json.dumps(json_safe(data), indent=1, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        permit_as_open_would(fd)
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
         os.replace(tmp, path)
