@@ -11,7 +11,7 @@ each one gains, measured side by side.
 - ``strip_conv``: the (3, 1) conv of the width-pooled (H x 1) strip falls to PyTorch's slow
   non-oneDNN convolution on the CPU; as the equivalent 1-D conv it does not.
 - ``strip_pool``: on a channels_last CPU map, PyTorch's mean over H or W (and the backward of
-  ``expand``, a sum) is 10-50x slower than on NCHW; strip pooling (SPM, MPM) then pools with
+  ``expand``, a sum) takes a slow path, unlike on NCHW; strip pooling (SPM, MPM) then pools with
   ``adaptive_avg_pool2d`` and broadcasts with nearest ``interpolate``, which have NHWC kernels
   (``models/modules/strips.py``).
 - ``inference_mode``: no autograd bookkeeping at all during inference (``no_grad`` keeps some).

@@ -19,6 +19,9 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+_FORMATTER = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
 class _Held(logging.Handler):
     """Keeps the records logged before the log file may be written (``log_to_file`` writes them)."""
 
@@ -48,9 +51,8 @@ def setup_logging(work_dir: Path | None, is_main: bool, name: str = "spnet") -> 
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     console = _TqdmHandler()
-    console.setFormatter(formatter)
+    console.setFormatter(_FORMATTER)
     logger.addHandler(console)
     if is_main and work_dir is not None:
         log_to_file(logger, work_dir)
@@ -64,7 +66,7 @@ def log_to_file(logger: logging.Logger, work_dir: Path) -> None:
     """Start ``<work_dir>/train.log`` (appending): the held records first, then everything from now on."""
     work_dir.mkdir(parents=True, exist_ok=True)
     file = logging.FileHandler(work_dir / "train.log")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    file.setFormatter(_FORMATTER)
     for held in [h for h in logger.handlers if isinstance(h, _Held)]:
         for record in held.records:
             file.handle(record)

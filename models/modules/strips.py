@@ -3,7 +3,7 @@ tensor operations of strip pooling (SPM and MPM), with a fast path for channels_
 
 The plain path is ``x.mean(dim)`` and ``expand``. On a channels_last (NHWC) CPU tensor PyTorch's
 reduction over H or W, in the forward (``mean``) and in the backward of ``expand`` (a sum), is
-10-50x slower than on NCHW. The fast path takes the kernels that have an NHWC implementation:
+far slower than on NCHW. The fast path takes the kernels that have an NHWC implementation:
 ``adaptive_avg_pool2d`` to (H, 1) / (1, W), which is the same mean, and ``interpolate(mode="nearest")``
 from the strip to H x W, which is the same copy along the strip (and ``expand`` equals the official
 code's bilinear ``align_corners=True`` upsampling of a strip exactly). Equal to float rounding
