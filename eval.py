@@ -34,7 +34,7 @@ from datasets.sampler import ShardSampler
 from models import build_model
 from models.modules import fold_model
 from models.weights import load_model_weights
-from utils.cli import add_debug_flag, run
+from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import FastPaths, config_to_dict, load_config, replace_checked
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
@@ -53,7 +53,7 @@ FORMATS = ("trainid", "color", "cityscapes-submission")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config of the model and the data")
     parser.add_argument("--checkpoint", help="model weights: best.pth, last.pth, a converted model (required)")
     parser.add_argument("--split", help="default: the config's data.val_split")

@@ -78,7 +78,7 @@ from utils.visualize import prediction_panel, save_png
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config")
     parser.add_argument("--resume", help="checkpoint to continue from, or 'auto' for <work_dir>/last.pth")
     parser.add_argument(

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval import prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.fast_paths import (  # noqa: E402
     inference_context,
@@ -230,7 +230,7 @@ def benchmark(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=1)

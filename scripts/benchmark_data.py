@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import build_dataset  # noqa: E402
 from datasets.base import read_image  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--split", help="default: the config's train split")
     parser.add_argument("--images", type=int, default=48, help="samples to time (cycling over the dataset)")

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import DATASETS  # noqa: E402
 from datasets.doctor import check_dataset  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="dataset argument (YAML value)")

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval import prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.convert import convert_official_spnet  # noqa: E402
-from utils.cli import USER_ERRORS, add_debug_flag, run  # noqa: E402
+from utils.cli import USER_ERRORS, ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import FastPaths, load_config  # noqa: E402
 from utils.fast_paths import (  # noqa: E402
     inference_context,
@@ -374,7 +374,7 @@ def sentence(config: str, r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--official", required=True, help="a clone of github.com/Andrew-Qibin/SPNet")
     parser.add_argument("--config", default="configs/cityscapes/spnet_r50.yaml")
     parser.add_argument("--mode", choices=("inference", "train"), default="inference")

@@ -35,7 +35,7 @@ from models.convert import (  # noqa: E402
 )
 from models.weights import KNOWN_WEIGHTS, check_state_dict, file_digests, read_checkpoint  # noqa: E402
 from utils.checkpoint import save_atomic  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import BackboneConfig, Config, config_from_dict, config_to_dict, load_config  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def _matching_configs(cfg: Config) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)

@@ -20,11 +20,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.synthetic import CLASSES, WRITERS  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--format", required=True, choices=sorted(WRITERS))
     parser.add_argument("--out", required=True, type=Path, help="dataset root to write")
     parser.add_argument("--train", type=int, default=200, help="training images")

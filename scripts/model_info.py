@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def model_info(cfg, size: tuple[int, int], *, train: bool = False) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config")
     parser.add_argument(
         "--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"), help="input size for FLOPs"

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from model_info import count_parameters, model_info  # noqa: E402
 
 from models import BLOCK_ATTENTION, HEADS  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
@@ -216,7 +216,7 @@ def write(path: Path, block: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--channels", type=int, default=2048, help="head input channels (ResNet stage 4)")
     parser.add_argument("--attention-channels", type=int, default=512, help="block attention channels")
     parser.add_argument("--size", nargs=2, type=int, default=(97, 97), metavar=("H", "W"), help="feature size")

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from model_info import model_info  # noqa: E402
 
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import config_to_dict, load_config  # noqa: E402
 
 NOT_STATED = "not known: not stated in shared/reference/official_spnet.md"
@@ -460,7 +460,7 @@ def missing_commands(table_names: list[str], runs: Path, seeds: list[int]) -> st
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--list", action="store_true", help="the tables this script knows")
     parser.add_argument("--table", choices=sorted(TABLES), help="the table to print")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for eval.py result JSONs")

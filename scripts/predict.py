@@ -33,7 +33,7 @@ from datasets.transforms import eval_transforms  # noqa: E402
 from eval import add_protocol_args, check_writable, eval_config, prepare_for_inference  # noqa: E402
 from models import build_model  # noqa: E402
 from models.weights import load_model_weights  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.fast_paths import inference_context  # noqa: E402
 from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
@@ -79,7 +79,7 @@ def output_paths(images: list[Path], input_root: Path, output: Path) -> list[tup
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")

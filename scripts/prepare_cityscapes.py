@@ -25,7 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, LAYOUT  # noqa: E402
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 
 LOOKUP = np.full(256, 255, np.uint8)
 for _id, _train_id in LABEL_ID_TO_TRAIN_ID.items():
@@ -48,7 +48,7 @@ def convert_one(args: tuple[Path, str]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--backend", choices=("auto", "cityscapesscripts", "ours"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing *_labelTrainIds.png")

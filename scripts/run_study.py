@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from paper_tables import TABLES, WORK_DIRS, eval_args, render, result_path, train_args  # noqa: E402
 
-from utils.cli import add_debug_flag, run  # noqa: E402
+from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def run_job(table_name: str, row, seed: int, runs: Path, threads: int, overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--table", choices=sorted(TABLES), default="synthetic_ablation")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (default: 2, one per core)")

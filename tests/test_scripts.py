@@ -314,6 +314,20 @@ def test_scripts_reject_arguments_argparse_cannot_check(script, argv, message, c
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+ENTRY_POINTS = ["train", "eval", *sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))]
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_a_wrong_flag_is_one_error_line(script, capsys):
+    """argparse's own error printed the whole usage block above the message (utils.cli.ArgumentParser)."""
+    module = __import__(script)
+    with pytest.raises(SystemExit) as exit_:
+        module.parse_args(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and err.endswith(" (see --help)\n"), err  # a missing required flag, or this one
+
+
 def test_make_synthetic_folder_hint_pastes_into_a_shell(tmp_path, capsys):
     """The printed command, split as a shell would, loads a config that reads the written dataset."""
     import make_synthetic

@@ -3,7 +3,8 @@
 Every script ends with ``sys.exit(run(main))``. Errors a user can fix (a config typo, a missing
 folder, a file that does not fit) are ``ValueError``s or missing/unwritable paths; they print their
 message, which names the key or file and the fix. Anything else is a bug and keeps its traceback.
-``--debug`` shows the traceback of user errors too, and a run's log file always gets it.
+``--debug`` shows the traceback of user errors too, and a run's log file always gets it. Every
+script builds its flags with ``ArgumentParser`` below, so a wrong flag is one line too.
 """
 
 from __future__ import annotations
@@ -13,10 +14,26 @@ import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # "no space left on <path>" (utils/checkpoint.save_atomic)
 DEBUG_HELP = "on an error, show the full traceback (user errors are otherwise one line)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with this repository's error format: one ``error:`` line, exit code 2.
+
+    argparse's own prints the whole usage block above the message, which buries it; the script's
+    docstring is its ``--help`` text, kept as written (examples and all).
+    """
+
+    def __init__(self, description: str | None = None, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(description=description, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
