@@ -97,6 +97,21 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
         load_config(path)
 
 
+def test_a_file_or_override_that_is_not_yaml_is_one_line_with_its_line_and_column(tmp_path):
+    """PyYAML's own message spans five lines with a source excerpt; the CLI prints one."""
+    path = _write(tmp_path, "broken.yaml", "model:\n  head: mpm\n num_classes: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path.resolve()}, line 3, column 2: not valid YAML: while parsing a block mapping: "
+        "expected <block end>, but found '<block mapping start>'"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs/demo.yaml", ["model.head_args={mpm: [1"])
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("override 'model.head_args={mpm: [1': cannot parse value '{mpm: [1', line 1, ")
+
+
 def test_missing_base_names_both_files(tmp_path):
     path = _write(tmp_path, "child.yaml", "_base_: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"config file not found: .*nowhere.yaml \(named in _base_ of .*child.yaml\)"):

@@ -296,7 +296,7 @@ def _read_yaml_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}{_yaml_problem(err)}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -305,6 +305,14 @@ def _read_yaml_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     for base in bases:
         merged = _merge(merged, _read_yaml_tree(path.parent / base, chain + (path,)), Config)
     return _merge(merged, data, Config)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: where (1-based, as editors count) and what, without its source excerpt."""
+    mark = getattr(err, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = ": ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or str(err)
+    return f"{where}: not valid YAML: {' '.join(what.split())}"
 
 
 def _expand_switch(value: Any, cls: Any) -> Any:
@@ -341,7 +349,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {override!r}: cannot parse value {text!r}: {err}") from err
+        raise ConfigError(f"override {override!r}: cannot parse value {text!r}{_yaml_problem(err)}") from err
     node, cls = raw, Config
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
