@@ -142,6 +142,10 @@ def test_build_dataset_from_config(synthetic_cityscapes):
     )
     with pytest.raises(ValueError, match="Cityscapes has no argument 'label_typ'; did you mean 'label_type'"):
         build_dataset(bad_arg, "val")
+    switched = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", [*overrides, "data.dataset=ade20k"])
+    with pytest.raises(ValueError) as err:  # the Cityscapes config's dataset_args, kept: the code's own not offered
+        build_dataset(switched, "val")
+    assert str(err.value) == "data.dataset_args: ADE20K has no argument 'label_type'. Its arguments: ['allow_unpaired']"
 
 
 def test_dataloader_collates_samples(synthetic_cityscapes):

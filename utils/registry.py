@@ -37,7 +37,9 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 def lookup(table: Mapping[str, T], name: str, key: str) -> T:
     """``table[name]``, or a ``BuildError`` naming the config key, the nearest name and all choices."""
     if name not in table:
-        raise BuildError(key, f"unknown name {name!r}{did_you_mean(name, list(table))} Choose from {sorted(table)}")
+        raise BuildError(
+            key, f"unknown name {name!r}{did_you_mean(name, list(table)) or '.'} Choose from {sorted(table)}"
+        )
     return table[name]
 
 
@@ -57,7 +59,7 @@ def options_of(cls: Callable[..., Any], num_positional: int) -> list[str]:
 
 
 # Passed by the model builders, never by a config: not offered as choices in error messages.
-CODE_ARGUMENTS = ("norm_layer",)
+CODE_ARGUMENTS = ("norm_layer", "transforms")
 
 
 def check_options(cls: Callable[..., Any], key: str, options: Mapping[str, Any], num_positional: int) -> None:
@@ -65,10 +67,8 @@ def check_options(cls: Callable[..., Any], key: str, options: Mapping[str, Any],
     choices = options_of(cls, num_positional)
     for name in options:
         if name not in choices:
-            raise BuildError(
-                key,
-                f"{describe(cls)} has no argument {name!r}{did_you_mean(name, choices)} Its arguments: {choices}",
-            )
+            hint = did_you_mean(name, choices) or "."
+            raise BuildError(key, f"{describe(cls)} has no argument {name!r}{hint} Its arguments: {choices}")
 
 
 def construct(
