@@ -92,11 +92,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+def check_run_length(cfg: Config, overrides: list[str]) -> None:
+    """``train.max_iters=N`` typed on the command line would be silently ignored under ``train.epochs``."""
+    typed = [o for o in overrides if o.partition("=")[0].strip() == "train.max_iters"]
+    if typed and cfg.train.epochs is not None:
+        raise ValueError(
+            f"{typed[-1]} has no effect: train.epochs = {cfg.train.epochs} sets the run's length; "
+            "add train.epochs=null to count in iterations"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    check_run_length(cfg, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        if cfg.train.epochs is not None:
+            print(f"# train.epochs = {cfg.train.epochs} sets the run's length at start (from the training set's size)")
+            print("# in place of train.max_iters; the train log's first lines give the iterations")
         return 0
     if args.stop_file and Path(args.stop_file).exists():
         raise ValueError(
@@ -260,8 +274,8 @@ def build(
     micro, accum, max_iters = data.micro, data.accum, data.max_iters
     log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
     log.info(
-        "%d training images (%d iterations per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
-        "accumulation step(s); %d iterations",
+        "%d training images (%d iteration(s) per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
+        "accumulation step(s); %d iteration(s)",
         *(len(data.train_set), data.iterations_per_epoch, len(data.val_set), t.batch_size, d.world_size),
         *(micro, accum, max_iters),
     )

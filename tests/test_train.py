@@ -229,7 +229,7 @@ def test_epochs_set_the_number_of_iterations(synthetic_cityscapes, tmp_path):
     args = ["train.epochs=1.5", "train.per_device_batch=1", "train.eval_interval=0", "train.eval_max_images=1"]
     assert _run(synthetic_cityscapes, work_dir, *args) == 0
     log = (work_dir / "train.log").read_text()
-    assert "(2 iterations per epoch)" in log and "; 3 iterations" in log
+    assert "(2 iteration(s) per epoch)" in log and "; 3 iteration(s)" in log
     assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == 3
 
 

@@ -51,3 +51,23 @@ def test_a_bad_name_in_the_config_writes_nothing(synthetic_cityscapes, tmp_path)
     with pytest.raises(ValueError, match="train.amp=fp16 needs a GPU"):  # the last check of the build
         train.main(_args(tmp_path / "t2", f"data.root={synthetic_cityscapes}", "train.amp=fp16", "train.device=cpu"))
     assert not (tmp_path / "t2").exists()
+
+
+def test_max_iters_typed_under_epochs_is_refused_not_ignored(tmp_path, capsys):
+    """train.epochs sets the length; a smoke test's train.max_iters=5 would have run the whole schedule."""
+    with pytest.raises(ValueError) as error:
+        train.main(_args(tmp_path / "t1", "train.epochs=2", "train.max_iters=5"))
+    assert str(error.value) == (
+        "train.max_iters=5 has no effect: train.epochs = 2.0 sets the run's length; "
+        "add train.epochs=null to count in iterations"
+    )
+    assert not (tmp_path / "t1").exists()
+    assert (
+        train.main(_args(tmp_path / "t1", "train.epochs=2", "train.max_iters=5", "train.epochs=null", "--print-config"))
+        == 0
+    )
+    assert "# train.epochs" not in capsys.readouterr().out
+    assert train.main(_args(tmp_path / "t1", "train.epochs=2", "--print-config")) == 0
+    printed = capsys.readouterr().out
+    assert "\nepochs: 2.0\n" not in printed and "  epochs: 2.0\n" in printed
+    assert printed.endswith("the train log's first lines give the iterations\n")
