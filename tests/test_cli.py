@@ -11,8 +11,6 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 DEMO = "configs/demo.yaml"
 USER_ERRORS = {  # command -> what the one line must say
     "train.py --config configs/nowhere.yaml": "config file not found: ",
@@ -37,6 +35,7 @@ def _run(command: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *command.split()], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess per command
 @pytest.mark.parametrize("command", sorted(USER_ERRORS), ids=lambda c: c.split()[0] + " " + c.split()[-1][:30])
 def test_user_errors_are_one_line(command):
     result = _run(command)
@@ -49,11 +48,13 @@ def test_user_errors_are_one_line(command):
     assert len(errors) == 1 and USER_ERRORS[command] in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # a subprocess per command
 def test_debug_shows_the_traceback():
     result = _run("train.py --config configs/demo.yaml train.max_iter=5 --debug")
     assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
+@pytest.mark.slow  # a subprocess per command
 def test_overrides_are_accepted_anywhere():
     """As users type them: after a flag, between flags, before the config."""
     for command in (
@@ -121,6 +122,7 @@ def test_an_error_in_a_dataloader_worker_is_its_own_one_line_message(capsys):
     assert capsys.readouterr().err == "error: Caught nothing in DataLoader worker process 0\n"
 
 
+@pytest.mark.slow  # a subprocess per command
 def test_train_exits_at_once_on_an_error_in_a_dataloader_worker(synthetic_cityscapes, tmp_path):
     """Was: the error printed, then a hang forever (the workers, which ignore SIGTERM, were left to
     Python's exit, where multiprocessing SIGTERMs them and waits)."""
