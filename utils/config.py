@@ -174,7 +174,7 @@ class TrainConfig:
     work_dir: str | None = None  # null: work_dirs/<config path under configs/ without .yaml>
     load_from: str | None = None  # start from these full-model weights (e.g. a converted official SPNet)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = bounded(4, min=0)  # DataLoader workers per process
+    num_workers: int = bounded(4, min=0)  # DataLoader workers per process, in training and in eval.py
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower on GPU); exact resume needs it on GPU
     amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 (CUDA, with gradient scaling) or bf16 autocast
