@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from utils.registry import construct, lookup
+from utils.registry import BuildError, check_options, construct, lookup
 
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
@@ -49,6 +49,17 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     return cls.classes, cls.palette
 
 
+def _check_dataset_args(cls: type, data: Any) -> None:
+    """``data.dataset_args`` are one dataset's: a config switched with ``data.dataset=...`` keeps the old ones."""
+    try:
+        check_options(cls, "data.dataset_args", data.dataset_args, num_positional=2)  # (root, split)
+    except BuildError as err:
+        if "did you mean" in err.message:  # a typo, not a left-over
+            raise
+        fix = f"left from another dataset? With data.dataset={data.dataset}, set data.dataset_args={{}} or only those"
+        raise BuildError(err.key, f"{err.message}; {fix}") from None
+
+
 def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset:
     """The dataset of ``split`` (several joined by "+") with training or evaluation transforms.
 
@@ -63,6 +74,7 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
     else:
         transforms = eval_transforms(mean=data.mean, std=data.std)
     cls = lookup(DATASETS, data.dataset, "data.dataset")
+    _check_dataset_args(cls, data)
     parts = [
         construct(cls, "data.dataset_args", data.root, name, transforms=transforms, options=data.dataset_args)
         for name in split.split("+")

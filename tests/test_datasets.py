@@ -145,7 +145,10 @@ def test_build_dataset_from_config(synthetic_cityscapes):
     switched = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", [*overrides, "data.dataset=ade20k"])
     with pytest.raises(ValueError) as err:  # the Cityscapes config's dataset_args, kept: the code's own not offered
         build_dataset(switched, "val")
-    assert str(err.value) == "data.dataset_args: ADE20K has no argument 'label_type'. Its arguments: ['allow_unpaired']"
+    assert str(err.value) == (
+        "data.dataset_args: ADE20K has no argument 'label_type'. Its arguments: ['allow_unpaired']; left from another "
+        "dataset? With data.dataset=ade20k, set data.dataset_args={} or only those"
+    )
 
 
 def test_dataloader_collates_samples(synthetic_cityscapes):
