@@ -186,7 +186,7 @@ def test_custom_lr_multipliers(tmp_path):
             "model.backbone.attention_args.se: SqueezeExcitation has no argument 'reductoin'; "
             "did you mean 'reduction'? Its arguments: ['reduction']",
         ),
-        ("model.backbone.block_conv_args.sk.stride=2", "are set by the model builder, not by the config"),
+        ("model.backbone.block_conv_args.sk.stride=2", "are set by the code that builds it, not by the config"),
         ("model.backbone.attention_args.bam.fusion=max", "model.backbone.attention_args.bam: BAM: fusion must be"),
     ],
 )

@@ -58,7 +58,7 @@ def options_of(cls: Callable[..., Any], num_positional: int) -> list[str]:
     return [p.name for p in params if p.kind in kinds and p.name not in CODE_ARGUMENTS]
 
 
-# Passed by the model builders, never by a config: not offered as choices in error messages.
+# Passed by the builders (models' norms, datasets' transforms), never by a config: not offered as choices.
 CODE_ARGUMENTS = ("norm_layer", "transforms")
 
 
@@ -90,7 +90,7 @@ def construct(
     options = dict(options or {})
     reserved = [name for name in options if name in kwargs]
     if reserved:
-        raise BuildError(key, f"{reserved} are set by the model builder, not by the config; remove them")
+        raise BuildError(key, f"{reserved} are set by the code that builds it, not by the config; remove them")
     check_options(cls, key, options, len(args))
     accepted = inspect.signature(cls).parameters
     extra = {name: value for name, value in (offered or {}).items() if name in accepted and name not in options}
