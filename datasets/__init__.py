@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from utils.registry import BuildError, check_options, construct, lookup
+from utils.registry import construct, lookup
 
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
@@ -49,17 +49,6 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     return cls.classes, cls.palette
 
 
-def _check_dataset_args(cls: type, data: Any) -> None:
-    """``data.dataset_args`` are one dataset's: a config switched with ``data.dataset=...`` keeps the old ones."""
-    try:
-        check_options(cls, "data.dataset_args", data.dataset_args, num_positional=2)  # (root, split)
-    except BuildError as err:
-        if "did you mean" in err.message:  # a typo, not a left-over
-            raise
-        fix = f"left from another dataset? With data.dataset={data.dataset}, set data.dataset_args={{}} or only those"
-        raise BuildError(err.key, f"{err.message}; {fix}") from None
-
-
 def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset:
     """The dataset of ``split`` (several joined by "+") with training or evaluation transforms.
 
@@ -74,11 +63,15 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
     else:
         transforms = eval_transforms(mean=data.mean, std=data.std)
     cls = lookup(DATASETS, data.dataset, "data.dataset")
-    _check_dataset_args(cls, data)
+    # a config switched with data.dataset=... keeps the first dataset's dataset_args
+    left_over = f"left from another dataset? With data.dataset={data.dataset}, set data.dataset_args={{}} or only those"
     parts = [
-        construct(cls, "data.dataset_args", data.root, name, transforms=transforms, options=data.dataset_args)
+        construct(
+            cls, "data.dataset_args", data.root, name, transforms=transforms, options=data.dataset_args,
+            unknown_hint=left_over,
+        )
         for name in split.split("+")
-    ]
+    ]  # fmt: skip
     dataset = parts[0] if len(parts) == 1 else _Concat(parts)
     if len(dataset.classes) != cfg.model.num_classes:
         raise DatasetError(

@@ -62,13 +62,19 @@ def options_of(cls: Callable[..., Any], num_positional: int) -> list[str]:
 CODE_ARGUMENTS = ("norm_layer", "transforms")
 
 
-def check_options(cls: Callable[..., Any], key: str, options: Mapping[str, Any], num_positional: int) -> None:
-    """Raise a ``BuildError`` for an option ``cls`` does not take, with a suggestion and the choices."""
+def check_options(
+    cls: Callable[..., Any], key: str, options: Mapping[str, Any], num_positional: int, unknown_hint: str = ""
+) -> None:
+    """Raise a ``BuildError`` for an option ``cls`` does not take, with a suggestion and the choices;
+    ``unknown_hint`` ends the message when no choice is close (so the name is no typo)."""
     choices = options_of(cls, num_positional)
     for name in options:
         if name not in choices:
-            hint = did_you_mean(name, choices) or "."
-            raise BuildError(key, f"{describe(cls)} has no argument {name!r}{hint} Its arguments: {choices}")
+            close = did_you_mean(name, choices)
+            hint = "" if close or not unknown_hint else f"; {unknown_hint}"
+            raise BuildError(
+                key, f"{describe(cls)} has no argument {name!r}{close or '.'} Its arguments: {choices}{hint}"
+            )
 
 
 def construct(
@@ -77,6 +83,7 @@ def construct(
     *args: Any,
     options: Mapping[str, Any] | None = None,
     offered: Mapping[str, Any] | None = None,
+    unknown_hint: str = "",
     **kwargs: Any,
 ) -> T:
     """``cls(*args, **kwargs, **options)``, plus each ``offered`` keyword that ``cls`` takes.
@@ -85,13 +92,13 @@ def construct(
     already passes in ``kwargs``, is a ``BuildError`` naming ``key``. ``offered`` keywords (e.g.
     ``norm_layer``) go only to classes whose signature has them, so a module without norms needs
     no unused argument. Plain ``ValueError``/``TypeError`` raised while building become ``BuildError``s
-    under ``key``.
+    under ``key``. ``unknown_hint``: see ``check_options``.
     """
     options = dict(options or {})
     reserved = [name for name in options if name in kwargs]
     if reserved:
         raise BuildError(key, f"{reserved} are set by the code that builds it, not by the config; remove them")
-    check_options(cls, key, options, len(args))
+    check_options(cls, key, options, len(args), unknown_hint)
     accepted = inspect.signature(cls).parameters
     extra = {name: value for name, value in (offered or {}).items() if name in accepted and name not in options}
     try:
