@@ -38,26 +38,24 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval import prepare_for_inference  # noqa: E402
-from models import build_model  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
-from utils.fast_paths import (  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from eval import prepare_for_inference
+from models import build_model
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import Config, load_config
+from utils.fast_paths import (
     inference_context,
     resolve_channels_last,
     reuse_freed_memory,
     use_strip_conv_fast_path,
     use_strip_pool_fast_path,
 )
-from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
-from utils.losses import SegmentationLoss  # noqa: E402
-from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # noqa: E402
+from utils.inference import AMP_DTYPES, Protocol, infer
+from utils.losses import SegmentationLoss
+from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory
 
 
 @dataclasses.dataclass

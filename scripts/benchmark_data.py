@@ -13,16 +13,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import build_dataset  # noqa: E402
-from datasets.base import read_image  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from datasets import build_dataset
+from datasets.base import read_image
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

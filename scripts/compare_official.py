@@ -48,22 +48,21 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval import prepare_for_inference  # noqa: E402
-from models import build_model  # noqa: E402
-from models.convert import convert_official_spnet  # noqa: E402
-from utils.cli import USER_ERRORS, ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import FastPaths, load_config  # noqa: E402
-from utils.fast_paths import (  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from eval import prepare_for_inference
+from models import build_model
+from models.convert import convert_official_spnet
+from utils.cli import USER_ERRORS, ArgumentParser, add_debug_flag, run
+from utils.config import FastPaths, load_config
+from utils.fast_paths import (
     inference_context,
     resolve_channels_last,
     reuse_freed_memory,
     use_strip_conv_fast_path,
     use_strip_pool_fast_path,
 )
-from utils.losses import SegmentationLoss  # noqa: E402
-from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory  # noqa: E402
+from utils.losses import SegmentationLoss
+from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory
 
 
 class Setting(NamedTuple):

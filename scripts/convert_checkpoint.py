@@ -21,11 +21,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models import build_backbone, build_model, build_norm_layer  # noqa: E402
-from models.convert import (  # noqa: E402
+from _root import ROOT  # (puts the repository root on sys.path)
+from models import build_backbone, build_model, build_norm_layer
+from models.convert import (
     FORMATS,
     convert_imagenet_resnet,
     convert_official_spnet,
@@ -33,10 +31,10 @@ from models.convert import (  # noqa: E402
     describe_resnet,
     unwrap_state_dict,
 )
-from models.weights import KNOWN_WEIGHTS, check_state_dict, file_digests, read_checkpoint  # noqa: E402
-from utils.checkpoint import save_atomic  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import BackboneConfig, Config, config_from_dict, config_to_dict, load_config  # noqa: E402
+from models.weights import KNOWN_WEIGHTS, check_state_dict, file_digests, read_checkpoint
+from utils.checkpoint import save_atomic
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import BackboneConfig, Config, config_from_dict, config_to_dict, load_config
 
 
 def convert(fmt: str, source: Path, output: Path, config_path: str | None = None) -> dict:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.synthetic import CLASSES, WRITERS  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from datasets.synthetic import CLASSES, WRITERS
+from utils.cli import ArgumentParser, add_debug_flag, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

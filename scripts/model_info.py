@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import build_model  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from models import build_model
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import load_config
 
 
 def count_parameters(module: nn.Module | None) -> int:

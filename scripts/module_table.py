@@ -27,17 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from model_info import count_parameters, model_info
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from model_info import count_parameters, model_info  # noqa: E402
-
-from models import BLOCK_ATTENTION, HEADS  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from _root import ROOT  # (puts the repository root on sys.path)
+from models import BLOCK_ATTENTION, HEADS
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import load_config
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
 HEAD_ROWS = {  # row -> (HEADS key, arguments); the mpm rows are SPNet's SP head with 1 and 2 MPMs

@@ -30,14 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from model_info import model_info
 
-from model_info import model_info  # noqa: E402
-
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import config_to_dict, load_config  # noqa: E402
+from _root import ROOT  # (puts the repository root on sys.path)
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import config_to_dict, load_config
 
 NOT_STATED = "not known: not stated in shared/reference/official_spnet.md"
 MULTI_SCALE = ["--scales", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75"]  # + flip, the config's default

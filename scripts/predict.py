@@ -23,21 +23,19 @@ from PIL import Image
 from torchvision import tv_tensors
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from datasets import class_info  # noqa: E402
-from datasets.base import read_image  # noqa: E402
-from datasets.folder import IMAGE_SUFFIXES  # noqa: E402
-from datasets.transforms import eval_transforms  # noqa: E402
-from eval import add_protocol_args, check_writable, eval_config, prepare_for_inference  # noqa: E402
-from models import build_model  # noqa: E402
-from models.weights import load_model_weights  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
-from utils.fast_paths import inference_context  # noqa: E402
-from utils.inference import AMP_DTYPES, Protocol, infer  # noqa: E402
-from utils.visualize import colorize  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from datasets import class_info
+from datasets.base import read_image
+from datasets.folder import IMAGE_SUFFIXES
+from datasets.transforms import eval_transforms
+from eval import add_protocol_args, check_writable, eval_config, prepare_for_inference
+from models import build_model
+from models.weights import load_model_weights
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import load_config
+from utils.fast_paths import inference_context
+from utils.inference import AMP_DTYPES, Protocol, infer
+from utils.visualize import colorize
 
 
 def find_images(path: Path) -> list[Path]:

@@ -22,10 +22,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, LAYOUT  # noqa: E402
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
+import _root  # noqa: F401  (puts the repository root on sys.path)
+from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, LAYOUT
+from utils.cli import ArgumentParser, add_debug_flag, run
 
 LOOKUP = np.full(256, 255, np.uint8)
 for _id, _train_id in LABEL_ID_TO_TRAIN_ID.items():

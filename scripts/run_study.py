@@ -22,14 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from paper_tables import TABLES, WORK_DIRS, eval_args, render, result_path, train_args
 
-from paper_tables import TABLES, WORK_DIRS, eval_args, render, result_path, train_args  # noqa: E402
-
-from utils.cli import ArgumentParser, add_debug_flag, run  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from _root import ROOT  # (puts the repository root on sys.path)
+from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.config import load_config
 
 
 def ensure_data(table_name: str) -> None:
