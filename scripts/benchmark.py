@@ -7,9 +7,9 @@
     python scripts/benchmark.py --config configs/demo.yaml --mode train --batch 8 --versus train.fast=false
     python scripts/benchmark.py --config configs/cityscapes/spnet_r50.yaml --versus eval.fast.fold_bn=false
 
-The config's fast paths are what runs: ``eval.fast`` / ``eval.channels_last`` / ``eval.amp`` /
-``eval.compile`` for ``--mode inference`` and ``protocol``, ``train.fast`` / ``train.channels_last``
-/ ``train.amp`` / ``train.compile`` for ``--mode train``; switch any of them with an override
+The config's fast paths are what runs: ``eval.fast`` / ``eval.amp`` / ``eval.compile`` for
+``--mode inference`` and ``protocol``, ``train.fast`` / ``train.amp`` / ``train.compile`` for
+``--mode train``; switch any of them with an override
 (``train.fast=false`` is the plain path). ``--versus OVERRIDE ...`` times a second setting, the
 config with those overrides too, alternating one iteration of each in this process (process-wide
 settings such as ``reuse_memory`` cannot differ between the two), and reports both medians,
@@ -42,18 +42,12 @@ from collections.abc import Callable
 import torch
 
 import _root  # noqa: F401  (puts the repository root on sys.path)
-from eval import prepare_for_inference
+from engine.inference import prepare_for_inference
 from models import build_model
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import Config, load_config
-from utils.fast_paths import (
-    inference_context,
-    resolve_channels_last,
-    reuse_freed_memory,
-    use_strip_conv_fast_path,
-    use_strip_pool_fast_path,
-)
-from utils.inference import AMP_DTYPES, Protocol, infer
+from utils.fast_paths import apply_fast_paths, describe_fast_paths, inference_context, reuse_freed_memory
+from utils.inference import AMP_DTYPES, infer
 from utils.losses import SegmentationLoss
 from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory
 
@@ -89,11 +83,8 @@ def make_side(
         t = cfg.train
         if t.amp == "fp16" and torch.device(device).type != "cuda":
             raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
-        use_strip_conv_fast_path(model, t.fast.strip_conv)
-        use_strip_pool_fast_path(model, t.fast.strip_pool)
-        channels_last = resolve_channels_last(t.channels_last, t.fast.channels_last, device)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format).train()
+        memory_format = apply_fast_paths(model, t.fast, device)
+        model.train()
         x = x.contiguous(memory_format=memory_format)
         call = torch.compile(model) if t.compile else model
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -110,16 +101,18 @@ def make_side(
             if not losses:
                 losses.append(loss.item())
 
-        description = f"train.fast {t.fast}, channels_last {channels_last}, amp {t.amp}, compile {t.compile}"
+        channels_last = memory_format == torch.channels_last
+        fast = describe_fast_paths(t.fast)
+        description = f"train.fast: {fast}; channels_last {channels_last}; amp {t.amp}; compile {t.compile}"
         return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description, t.compile, params)
 
     e = cfg.eval
     if e.amp == "fp16" and torch.device(device).type != "cuda":
         raise ValueError("eval.amp=fp16 is for CUDA; use eval.amp=bf16 on the CPU")
-    prepared = prepare_for_inference(model.eval(), e.fast, e.channels_last, torch.device(device), compile=e.compile)
+    prepared = prepare_for_inference(model, e.fast, device, compile=e.compile)
     x = x.contiguous(memory_format=prepared.memory_format)
     dtype, logits = AMP_DTYPES[e.amp], []
-    protocol = dataclasses.replace(Protocol.from_config(e), window_batch=window_batch or e.window_batch)
+    protocol = dataclasses.replace(e.only(), window_batch=window_batch or e.window_batch)
 
     def step() -> None:
         with inference_context(e.fast.inference_mode):
@@ -132,7 +125,7 @@ def make_side(
         if not logits:
             logits.append(out.float().clone())
 
-    description = prepared.summary.replace("\n", "; ") + f", amp {e.amp}"
+    description = prepared.summary.replace("\n", "; ") + f"; amp {e.amp}"
     return Side(name, step, lambda: logits[0], e.fast.reuse_memory, description, e.compile, params)
 
 
@@ -205,7 +198,7 @@ def benchmark(
     r = timed["config"]
     result = {
         "mode": mode,
-        **({"protocol": str(Protocol.from_config(cfg.eval))} if mode == "protocol" else {}),
+        **({"protocol": str(cfg.eval)} if mode == "protocol" else {}),
         "size": list(size),
         "batch": batch,
         "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),

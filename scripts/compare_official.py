@@ -49,18 +49,12 @@ import torch
 from torch import nn
 
 import _root  # noqa: F401  (puts the repository root on sys.path)
-from eval import prepare_for_inference
+from engine.inference import prepare_for_inference
 from models import build_model
 from models.convert import convert_official_spnet
 from utils.cli import USER_ERRORS, ArgumentParser, add_debug_flag, run
 from utils.config import FastPaths, load_config
-from utils.fast_paths import (
-    inference_context,
-    resolve_channels_last,
-    reuse_freed_memory,
-    use_strip_conv_fast_path,
-    use_strip_pool_fast_path,
-)
+from utils.fast_paths import apply_fast_paths, inference_context, reuse_freed_memory
 from utils.losses import SegmentationLoss
 from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory
 
@@ -202,14 +196,13 @@ class Worker:
         model.load_state_dict(state)
         model = model.to(self.device)
         paths = {f.name: setting.fast for f in dataclasses.fields(FastPaths)}
-        fast = FastPaths(**{**paths, "reuse_memory": setting.reuse_memory})
+        channels_last = setting.fast if setting.channels_last is None else setting.channels_last
+        fast = FastPaths(**{**paths, "reuse_memory": setting.reuse_memory, "channels_last": channels_last})
         if job.mode == "inference":
-            prepared = prepare_for_inference(model.eval(), fast, setting.channels_last, self.device)
+            prepared = prepare_for_inference(model, fast, self.device)
             return prepared.model, prepared.channels_last
-        use_strip_conv_fast_path(model, fast.strip_conv)
-        use_strip_pool_fast_path(model, fast.strip_pool)
-        channels_last = resolve_channels_last(setting.channels_last, fast.channels_last, self.device)
-        return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format), channels_last
+        memory_format = apply_fast_paths(model, fast, self.device)
+        return model, memory_format == torch.channels_last
 
     def _inference_logits(self) -> torch.Tensor:
         self.model.eval()

@@ -28,13 +28,11 @@ from datasets import class_info
 from datasets.base import read_image
 from datasets.folder import IMAGE_SUFFIXES
 from datasets.transforms import eval_transforms
-from eval import add_protocol_args, check_writable, eval_config, prepare_for_inference
-from models import build_model
-from models.weights import load_model_weights
-from utils.cli import ArgumentParser, add_debug_flag, run
+from engine.inference import load_for_inference
+from utils.cli import ArgumentParser, add_debug_flag, add_protocol_flags, apply_protocol_flags, check_writable, run
 from utils.config import load_config
 from utils.fast_paths import inference_context
-from utils.inference import AMP_DTYPES, Protocol, infer
+from utils.inference import AMP_DTYPES, infer
 from utils.visualize import colorize
 
 
@@ -82,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
     parser.add_argument("--output", required=True, type=Path)
-    add_protocol_args(parser)
+    add_protocol_flags(parser)
     parser.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colours over the image, 0 to 1 (default: %(default)s)"
     )
@@ -112,8 +110,8 @@ def parse_device(name: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = eval_config(load_config(args.config, args.overrides), args)
-    protocol = Protocol.from_config(cfg.eval)
+    cfg = apply_protocol_flags(load_config(args.config, args.overrides), args)
+    protocol = cfg.eval.only()
     if args.print_protocol:
         print(protocol)
         return 0
@@ -124,11 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = output_paths(images, args.input, args.output)
     check_writable(args.output, "--output")
     _, palette = class_info(cfg)
-    model = build_model(cfg, load_pretrained=False)
-    print(load_model_weights(model, args.checkpoint))
-    e = cfg.eval
-    prepared = prepare_for_inference(model.to(device).eval(), e.fast, e.channels_last, device, compile=e.compile)
-    print(prepared.summary)
+    prepared, report = load_for_inference(cfg, args.checkpoint, device)
+    print(f"{report}\n{prepared.summary}")
     print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):

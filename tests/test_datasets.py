@@ -185,8 +185,6 @@ def test_shipped_configs_read_their_dataset(path, fixture, request):
 def test_custom_folder_config_evaluates_images_at_their_own_size():
     """Its Cityscapes base evaluates at a long side of 2048: eval.py scaled the 256x512 synthetic
     folder images up 4x, unlike the validation during training (whole images as they are)."""
-    from utils.inference import Protocol
-
     cfg = load_config(ROOT / "configs/custom_folder.yaml")
     assert cfg.eval.base_size is None and tuple(cfg.eval.crop_size) == tuple(cfg.data.augment.crop_size)
-    assert "image at its own size" in str(Protocol.from_config(cfg.eval))
+    assert "image at its own size" in str(cfg.eval)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from scripts.paper_tables import TABLES
+from utils.cli import apply_protocol_flags
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,4 +101,4 @@ def test_documented_command_parses_and_its_overrides_exist(script, arguments, mo
     args = module.parse_args(arguments)
     configs = [load_config(config, overrides) for config, overrides in configs_of(script, args)]
     if script in ("eval.py", "scripts/predict.py"):
-        module.eval_config(configs[0], args)  # the protocol flags on top of the config
+        apply_protocol_flags(configs[0], args)  # the protocol flags on top of the config

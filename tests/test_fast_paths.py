@@ -15,16 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-import eval as eval_script
 import train
 from conftest import ROOT, tiny_config
+from engine.inference import prepare_for_inference
 from models import build_model
 from models.modules import MixedPooling, StripConv, StripPooling, broadcast_strips, fold_model, pool_strips
 from utils.config import ConfigError, FastPaths, config_from_dict, config_to_dict, load_config
 from utils.distributed import DistInfo
 from utils.evaluation import evaluate
 from utils.fast_paths import (
-    resolve_channels_last,
+    apply_fast_paths,
+    describe_fast_paths,
     reuse_freed_memory,
     use_strip_conv_fast_path,
     use_strip_pool_fast_path,
@@ -374,24 +375,38 @@ def test_reuse_freed_memory_changes_nothing_but_page_faults(malloc_defaults):
     assert faults_on < 0.02 * pages, f"on: {faults_on:.0f} faults per alloc of {pages} pages (off: {faults_off:.0f})"
 
 
+ALL_ON, ALL_OFF = FastPaths(), FastPaths(**{f.name: False for f in dataclasses.fields(FastPaths)})
+
+
 # --- 4. channels_last -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("device", [CPU, CUDA, torch.device("mps")], ids=["cpu", "cuda", "mps"])
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_resolve_channels_last_truth_table(device, fast):
-    """An explicit setting wins; null follows the fast path: on for CUDA and CPU, off elsewhere."""
-    for setting in (True, False):
-        assert resolve_channels_last(setting, fast, device) is setting
-        assert resolve_channels_last(setting, fast, device.type) is setting
-    expected = fast and device.type in ("cuda", "cpu")
-    assert resolve_channels_last(None, fast, device) is expected
-    assert resolve_channels_last(None, fast, device.type) is expected
+@pytest.mark.parametrize("on", [True, False], ids=["fast", "plain"])
+def test_apply_fast_paths_channels_last_truth_table(device, on, malloc_defaults):
+    """``fast.channels_last`` on: NHWC on CUDA and CPU, NCHW elsewhere; off: NCHW everywhere. The
+    model's weights follow the returned input format; the strip switches follow the section."""
+    model = _tiny_eval_model()
+    fast = dataclasses.replace(ALL_ON if on else ALL_OFF, reuse_memory=False)
+    for name in ("device", "type"):
+        memory_format = apply_fast_paths(model, fast, device if name == "device" else device.type)
+        expected = on and device.type in ("cuda", "cpu")
+        assert memory_format == (torch.channels_last if expected else torch.contiguous_format)
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=memory_format)
+    assert all(s.fast_path is on for s in _strip_convs(model).values())
+
+
+def test_describe_fast_paths_in_words():
+    """Logs and results say which paths are on, never the dataclass's repr."""
+    assert describe_fast_paths(ALL_ON) == "all on"
+    assert describe_fast_paths(ALL_OFF) == "all off (the plain path)"
+    assert describe_fast_paths(dataclasses.replace(ALL_ON, strip_conv=False, fold_bn=False)) == (
+        "on except strip_conv, fold_bn"
+    )
 
 
 # --- 5. Config ------------------------------------------------------------------------------------
-
-ALL_ON, ALL_OFF = FastPaths(), FastPaths(**{f.name: False for f in dataclasses.fields(FastPaths)})
 
 
 def test_fast_config_switches():
@@ -399,7 +414,7 @@ def test_fast_config_switches():
     assert ALL_ON == FastPaths(True, True, True, True, True, True)
     cfg = load_config(DEMO)
     assert cfg.train.fast == cfg.eval.fast == ALL_ON
-    assert cfg.train.channels_last is None and cfg.eval.channels_last is None and cfg.eval.compile is False
+    assert cfg.eval.compile is False and not hasattr(cfg.train, "channels_last")
 
     cfg = load_config(DEMO, ["train.fast=false"])
     assert cfg.train.fast == ALL_OFF and cfg.eval.fast == ALL_ON
@@ -414,10 +429,10 @@ def test_fast_config_switches():
 def test_fast_config_from_yaml_and_round_trip(tmp_path):
     path = tmp_path / "plain.yaml"
     path.write_text(
-        f"_base_: {DEMO}\ntrain:\n  fast: false\n  channels_last: true\neval:\n  fast: {{fold_bn: false}}\n"
+        f"_base_: {DEMO}\ntrain:\n  fast: false\neval:\n  fast: {{fold_bn: false}}\n"
     )
     cfg = load_config(path)
-    assert cfg.train.fast == ALL_OFF and cfg.train.channels_last is True
+    assert cfg.train.fast == ALL_OFF
     assert cfg.eval.fast == dataclasses.replace(ALL_ON, fold_bn=False)
     assert config_to_dict(cfg)["train"]["fast"] == dataclasses.asdict(ALL_OFF)
     again = config_from_dict(config_to_dict(cfg))
@@ -440,6 +455,16 @@ def test_fast_config_from_yaml_and_round_trip(tmp_path):
 def test_fast_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(DEMO, [override])
+
+
+def test_the_removed_channels_last_keys_name_their_replacement(tmp_path):
+    """One key per switch: ``train.fast.channels_last``; the old top-level key says so, as an override or in a file."""
+    with pytest.raises(ConfigError, match=r"train.channels_last is gone; train.fast.channels_last \(true / false\)"):
+        load_config(DEMO, ["train.channels_last=true"])
+    path = tmp_path / "old.yaml"
+    path.write_text(f"_base_: {DEMO}\neval:\n  channels_last: false\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: eval.channels_last is gone; eval.fast.channels_last"):
+        load_config(path)
 
 
 # --- 6. No host synchronisation in the training step ----------------------------------------------
@@ -558,9 +583,7 @@ def test_prepare_for_inference_default_and_plain(malloc_defaults):
     reference = _logits(model, x)
     eval_cfg = tiny_config().eval
 
-    prepared = eval_script.prepare_for_inference(
-        copy.deepcopy(model), eval_cfg.fast, eval_cfg.channels_last, CPU, compile=eval_cfg.compile
-    )
+    prepared = prepare_for_inference(copy.deepcopy(model), eval_cfg.fast, CPU, compile=eval_cfg.compile)
     assert "folded" in prepared.summary and prepared.channels_last is True
     assert prepared.memory_format == torch.channels_last
     inference_path = (prepared.model.backbone, prepared.model.head)  # the aux head only feeds the training loss
@@ -570,9 +593,7 @@ def test_prepare_for_inference_default_and_plain(malloc_defaults):
     assert _close(out, reference, 1e-4), _max_diff(out, reference)
 
     plain_cfg = dataclasses.replace(eval_cfg, fast=ALL_OFF)
-    plain = eval_script.prepare_for_inference(
-        copy.deepcopy(model), plain_cfg.fast, plain_cfg.channels_last, CPU, compile=plain_cfg.compile
-    )
+    plain = prepare_for_inference(copy.deepcopy(model), plain_cfg.fast, CPU, compile=plain_cfg.compile)
     assert "folding: off" in plain.summary and plain.channels_last is False
     assert sum(isinstance(m, _BatchNorm) for m in plain.model.modules()) == sum(
         isinstance(m, _BatchNorm) for m in model.modules()
@@ -611,9 +632,7 @@ def test_eval_compile_gives_the_eager_logits(malloc_defaults):
     x = torch.randn(1, 3, 64, 64)
     reference = _logits(model, x)
     eval_cfg = dataclasses.replace(tiny_config().eval, compile=True)
-    prepared = eval_script.prepare_for_inference(
-        copy.deepcopy(model), eval_cfg.fast, eval_cfg.channels_last, CPU, compile=eval_cfg.compile
-    )
+    prepared = prepare_for_inference(copy.deepcopy(model), eval_cfg.fast, CPU, compile=eval_cfg.compile)
     assert "compile True" in prepared.summary and isinstance(prepared.model, torch._dynamo.eval_frame.OptimizedModule)
     with torch.inference_mode():
         out = prepared.model(x.to(memory_format=prepared.memory_format))["out"]

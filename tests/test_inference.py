@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.inference import Protocol, infer, window_grid
+from utils.inference import infer
+from utils.protocol import Protocol
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -38,6 +41,7 @@ class Recorder(Identity):
 
 
 def _run(model, image, **protocol):
+    protocol = {"base_size": None, "flip": True, **protocol}  # the image at its own size, flipped, unless set
     return infer(model, image, Protocol(**protocol), 3, mean=MEAN, std=STD)
 
 
@@ -65,13 +69,13 @@ def test_mmseg_keep_ratio_resize():
 
 def test_window_grids():
     crop = (4, 4)
-    spnet, padded = window_grid(5, 7, Protocol(profile="spnet", crop_size=crop))  # stride ceil(8/3) = 3
+    spnet, padded = Protocol(profile="spnet", crop_size=crop).window_grid(5, 7)  # stride ceil(8/3) = 3
     assert padded == (5, 7) and spnet == [(0, 0, 4, 4), (0, 3, 4, 7), (1, 0, 5, 4), (1, 3, 5, 7)]
-    encoding, _ = window_grid(5, 7, Protocol(profile="encoding", crop_size=crop))  # stride int(8/3) = 2
+    encoding, _ = Protocol(profile="encoding", crop_size=crop).window_grid(5, 7)  # stride int(8/3) = 2
     assert encoding == [(0, 0, 4, 4), (0, 2, 4, 6), (0, 4, 4, 7), (2, 0, 5, 4), (2, 2, 5, 6), (2, 4, 5, 7)]
-    mmseg, _ = window_grid(5, 7, Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)))  # no 4x4 mmseg config
+    mmseg, _ = Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)).window_grid(5, 7)  # no 4x4 mmseg config
     assert mmseg == [(0, 0, 4, 4), (0, 3, 4, 7), (1, 0, 5, 4), (1, 3, 5, 7)]
-    small, padded = window_grid(3, 3, Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)))
+    small, padded = Protocol(profile="mmseg", crop_size=crop, stride=(3, 3)).window_grid(3, 3)
     assert small == [(0, 0, 3, 3)] and padded == (3, 3)  # mmseg runs a smaller window, no padding
 
 
@@ -217,10 +221,17 @@ def test_window_batching_does_not_change_the_result():
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [dict(scales=()), dict(scales=(1.0, 0.0)), dict(crop_size=(0, 64)), dict(stride=(32, 0)), dict(window_batch=0)],
+    "fields, message",
+    [
+        (dict(scales=()), "scales = [] must have at least 1 value(s)"),
+        (dict(scales=(1.0, 0.0)), "scales[1] = 0.0 must be > 0"),
+        (dict(crop_size=(0, 64)), "crop_size[0] = 0 must be >= 1"),
+        (dict(stride=(32, 0)), "stride[1] = 0 must be >= 1"),
+        (dict(window_batch=0), "window_batch = 0 must be >= 1"),
+    ],
 )
-def test_a_protocol_that_cannot_run_is_refused_when_made(fields):
-    """Built without a config (scripts/benchmark.py, the Python API): refused, not a ZeroDivisionError or NaN."""
-    with pytest.raises(ValueError, match=r"^a protocol needs at least one scale, all > 0, and a crop, stride and "):
+def test_a_protocol_that_cannot_run_is_refused_when_made(fields, message):
+    """Built without a config (scripts/benchmark.py, the Python API): refused by the same checks as the
+    config's eval section, not a ZeroDivisionError or NaN."""
+    with pytest.raises(ValueError, match=rf"^protocol: {re.escape(message)}"):
         Protocol(**fields)

@@ -89,7 +89,10 @@ def test_confusion_matrix_by_hand():
     m = cm.compute()
     assert m["iou"][:2] == [2 / 4, 2 / 4] and math.isnan(m["iou"][2])
     assert m["miou"] == 0.5  # the absent class is left out (Cityscapes evaluator convention)
-    assert m["miou_all_classes"] == pytest.approx(1 / 3)  # counted as 0 (semseg / PyTorch-Encoding)
+    assert m["miou_other_conventions"]["all_classes_absent_as_0"] == pytest.approx(1 / 3)  # semseg / PyTorch-Encoding
+    assert m["miou_definition"].startswith("mean IoU over the 2 of 3 classes present")
+    over_all = cm.compute(over_all_classes=True)  # ADE20K's devkit: the absent class counts 0 in the headline
+    assert over_all["miou"] == pytest.approx(1 / 3) and over_all["miou_other_conventions"]["present_classes"] == 0.5
     assert m["pixel_accuracy"] == 4 / 6 and m["mean_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from mmseg_reference import aug_test, size_0x, size_1x_tta
-from utils.inference import Protocol, infer
+from utils.inference import infer
+from utils.protocol import Protocol
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)

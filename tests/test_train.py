@@ -183,10 +183,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_city
 
 
 def test_batch_plan_and_bad_resume(tmp_path):
-    assert train.plan_batches(8, 4, None) == (2, 1)
-    assert train.plan_batches(8, 1, 2) == (2, 4)
+    from engine.data import plan_batches
+
+    assert plan_batches(8, 4, None) == (2, 1)
+    assert plan_batches(8, 1, 2) == (2, 4)
     with pytest.raises(ValueError, match="cannot be split into 3 processes"):
-        train.plan_batches(8, 3, None)
+        plan_batches(8, 3, None)
     torch.save({"model": {}}, tmp_path / "weights.pth")
     from utils.checkpoint import read_training_checkpoint
 
@@ -195,10 +197,11 @@ def test_batch_plan_and_bad_resume(tmp_path):
 
 
 def test_work_dir_follows_the_config_path():
+    from engine.run_dir import work_dir_of
     from utils.config import load_config
 
     cfg = load_config(ROOT / "configs/ade20k/ablations/r50_mpm1.yaml")
-    assert train.work_dir_of(cfg, str(ROOT / "configs/ade20k/ablations/r50_mpm1.yaml")) == Path(
+    assert work_dir_of(cfg, str(ROOT / "configs/ade20k/ablations/r50_mpm1.yaml")) == Path(
         "work_dirs/ade20k/ablations/r50_mpm1"
     )
 
@@ -237,7 +240,7 @@ def test_bf16_autocast_and_channels_last_train(synthetic_cityscapes, tmp_path):
     work_dir = tmp_path / "bf16"
     extra = [
         "train.amp=bf16",
-        "train.channels_last=true",
+        "train.fast.channels_last=true",
         "train.max_iters=3",
         "train.eval_interval=0",
         "train.eval_max_images=1",

@@ -328,3 +328,22 @@ def set_rng_states(states: dict[str, Any]) -> list[str]:
     np.random.set_state(("MT19937", np.array(states["numpy"], dtype=np.uint32), states["numpy_pos"], 0, 0.0))
     random.setstate(tuple(tuple(s) if isinstance(s, list) else s for s in states["python"]))
     return not_restored
+
+
+def restore_process_rng(saved: list[dict[str, Any]], rank: int, world_size: int, device: Any) -> str | None:
+    """Restore this process's RNG states from a checkpoint's ``rng`` (one entry per process); a warning
+    when they cannot be. Only model-side randomness (dropout) depends on it: the data stream is
+    exact whatever happens here."""
+    if len(saved) != world_size:
+        return f"the checkpoint has RNG states of {len(saved)} processes, not {world_size}: not restored"
+    if set_rng_states(saved[rank]):
+        return f"the checkpoint has no CUDA RNG state for {device}: model-side randomness restarts"
+    return None
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> bool:
+    """Restore the fp16 loss scale; False when the checkpoint was trained without fp16 (nothing to restore)."""
+    if not saved and scaler.is_enabled():
+        return False
+    scaler.load_state_dict(saved)
+    return True

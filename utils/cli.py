@@ -10,11 +10,20 @@ script builds its flags with ``ArgumentParser`` below, so a wrong flag is one li
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import sys
+import tempfile
+import types
+import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
+
+from .config import Config, replace_checked
+from .protocol import Protocol
+from .schema import hints
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # "no space left on <path>" (utils/checkpoint.save_atomic)
@@ -81,3 +90,74 @@ def _log_traceback(err: BaseException) -> None:
             record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "error", None, None)
             record.exc_info = (type(err), err, err.__traceback__)
             handler.handle(record)
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Create ``folder`` and prove it is writable now, before work that may take hours."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {folder} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{flag}: cannot write into {folder} ({err.strerror or err}); choose another folder"
+        ) from err
+
+
+def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of the test protocol (``utils/protocol.py``: its flag, help and bounds are
+    declared with the field), plus ``--fuse`` and ``--print-protocol``; for eval.py and predict.py.
+
+    Unset flags keep the config's ``eval`` section; ``apply_protocol_flags`` checks the set ones as
+    the config's keys are checked, naming the flag.
+    """
+    group = parser.add_argument_group("test protocol (default: the config's eval section; docs/evaluation.md)")
+    for f in dataclasses.fields(Protocol):
+        note = f"; {f.metadata['note']}" if f.metadata["note"] else ""
+        help = f"{f.metadata['help']} (eval.{f.name}{note})"
+        group.add_argument(f.metadata["flag"], dest=f.name, help=help, **_argparse_options(f))
+    group.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fold every conv+BatchNorm pair and ACNet block into one conv before inference (eval.fast.fold_bn, "
+        "default on; exact up to float rounding, checked on a sample when folding; --no-fuse runs the modules "
+        "as trained)",
+    )
+    group.add_argument(
+        "--print-protocol", action="store_true", help="print the resulting protocol in one line and exit"
+    )
+
+
+def _argparse_options(f: dataclasses.Field) -> dict[str, object]:
+    """argparse options of a protocol field, from its annotation (a string under postponed annotations)."""
+    from .protocol import Protocol
+
+    tp = hints(Protocol)[f.name]
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return {"choices": args}
+    if tp == bool | None:
+        return {"action": argparse.BooleanOptionalAction, "default": None}
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    inner = next(a for a in args if a is not type(None)) if optional else tp  # X | None -> X
+    item_args = typing.get_args(inner)
+    if typing.get_origin(inner) is tuple:
+        variadic = len(item_args) == 2 and item_args[1] is Ellipsis
+        nargs = "+" if variadic else len(item_args)
+        return {"nargs": nargs, "type": item_args[0], "metavar": f.metadata.get("metavar")}
+    return {"type": inner}
+
+
+def apply_protocol_flags(cfg: Config, args: argparse.Namespace) -> Config:
+    """``cfg`` with the protocol flags that were given written into its ``eval`` section, each checked
+    as the config key it sets and named by its flag in an error."""
+    values, sources = {}, {}
+    for f in dataclasses.fields(Protocol):
+        if getattr(args, f.name) is not None:
+            values[f.name], sources[f.name] = getattr(args, f.name), f.metadata["flag"]
+    if args.fuse is not None:
+        values["fast"], sources["fast"] = {"fold_bn": args.fuse}, "--fuse"
+    return replace_checked(cfg, "eval", values, sources)

@@ -13,42 +13,15 @@ merge name by name and argument by argument (an argument's value is replaced who
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import functools
-import re
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema; the message says where and how to fix it."""
-
-
-NamedArgs = dict[str, dict[str, Any]]  # name -> keyword arguments of the class that name selects
-
-
-def bounded(
-    default: Any,
-    *,
-    min: float | None = None,
-    max: float | None = None,
-    above: float | None = None,
-    min_items: int | None = None,
-    hint: str = "",
-) -> Any:
-    """A field whose value (when not null) must lie in [min, max] and above ``above``: checked at load.
-
-    For a list, every item must; ``min_items``: the fewest items it may have."""
-    return field(
-        default=default, metadata={"min": min, "max": max, "above": above, "min_items": min_items, "hint": hint}
-    )
+from .protocol import Protocol
+from .schema import ConfigError, NamedArgs, bounded, build, defaults, field_value, merge, set_dotted, to_plain
 
 
 @dataclass(frozen=True)
@@ -148,17 +121,16 @@ class FastPaths:
     """Fast paths that keep the math exact, each on or off (``utils/fast_paths.py``, docs/benchmarks.md).
 
     ``train.fast=false`` / ``eval.fast=false`` turns all of them off (the plain path); ``true`` all on.
+    The single fields are for experts measuring one path (``train.fast.strip_conv=false``).
     """
 
+    switch: ClassVar[bool] = True  # ``fast: false`` sets every field (utils/schema.py)
     reuse_memory: bool = True  # keep freed memory for reuse, no page faults every step (glibc; CPU steps)
     strip_conv: bool = True  # the (3, 1) strip convs as 1-D convs, which the CPU backends take
     strip_pool: bool = True  # strip pooling on channels_last CPU maps with NHWC kernels (mean over H / W is slow)
     inference_mode: bool = True  # torch.inference_mode for inference (validation, eval.py); else no_grad
     fold_bn: bool = True  # inference folds conv+BN pairs (and ACNet blocks) into one conv (eval.py --fuse)
-    channels_last: bool = True  # NHWC on CUDA and CPU, training and inference: measured faster or even
-
-
-SWITCH_SECTIONS = (FastPaths,)  # sections a bare true / false may stand for: every field set to it
+    channels_last: bool = True  # NHWC tensors on CUDA and CPU, training and inference: measured faster or even
 
 
 @dataclass(frozen=True)
@@ -179,7 +151,6 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (slower on GPU); exact resume needs it on GPU
     amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 (CUDA, with gradient scaling) or bf16 autocast
     fast: FastPaths = field(default_factory=FastPaths)  # exact fast paths; train.fast=false: none
-    channels_last: bool | None = None  # true / false: on / off everywhere; null: as train.fast.channels_last says
     compile: bool = False  # torch.compile the training step's model (slow to compile on CPUs; docs/benchmarks.md)
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when training on several GPUs
     log_interval: int = bounded(20, min=1)
@@ -198,35 +169,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Test-time protocol (``utils/inference.py``); ``eval.py`` flags override it. Defaults: official SPNet."""
+class EvalConfig(Protocol):
+    """The test protocol (its keys: ``utils/protocol.py``; eval.py's flags override them) and how fast it runs.
 
-    profile: Literal["spnet", "encoding", "mmseg"] = "spnet"  # whose resize / pad / fuse rules
-    mode: Literal["whole", "slide"] = "slide"
-    crop_size: tuple[int, int] = bounded((768, 768), min=1)  # sliding window
-    # null: the profile's (2/3 of the crop; mmseg: its configs' for the crop); at most the crop (no gaps)
-    stride: tuple[int, int] | None = bounded(None, min=1)
-    scales: tuple[float, ...] = bounded(
-        (1.0,), above=0, min_items=1, hint="e.g. [1.0], or [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] for multi-scale"
-    )
-    flip: bool | None = None  # null: the profile's (spnet and encoding flip, mmseg does not)
-    base_size: int | None = bounded(2048, min=1)  # spnet / encoding: long side at scale 1.0; null: the image's own
-    # mmseg: (long, short) keep-ratio target, its img_scale; null: own size
-    resize_to: tuple[int, int] | None = bounded(None, min=1)
-    window_batch: int = bounded(1, min=1)  # windows per forward pass (x2 with per-window flip); 1 was fastest on CPU
+    Defaults: the official SPNet test (long side 2048, 768x768 sliding window, single scale, flip).
+    """
+
     amp: Literal["none", "fp16", "bf16"] = "none"
     fast: FastPaths = field(default_factory=FastPaths)  # exact fast paths of eval.py / predict.py; false: none
-    channels_last: bool | None = None  # true / false: on / off everywhere; null: as eval.fast.channels_last says
     compile: bool = False  # torch.compile the model for inference (compiled once per input size)
-
-    def check(self, prefix: str, source: str) -> None:
-        """What one key's bounds cannot say: windows that leave no gaps."""
-        if self.stride is not None and any(s > c for s, c in zip(self.stride, self.crop_size)):
-            raise ConfigError(
-                f"{source}: {prefix}stride = {list(self.stride)} is larger than {prefix}crop_size = "
-                f"{list(self.crop_size)}, so the windows would leave pixels out; set a stride <= the crop "
-                f"({prefix}stride, --stride H W), or {prefix}stride=null for the profile's"
-            )
 
 
 @dataclass(frozen=True)
@@ -239,12 +190,32 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# Keys that were removed or renamed: the error says what replaced them.
+REMOVED_KEYS = {
+    "train.channels_last": "train.fast.channels_last (true / false) sets NHWC for training",
+    "eval.channels_last": "eval.fast.channels_last (true / false) sets NHWC for inference",
+}
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read ``path`` (resolving ``_base_`` files), apply ``key.sub=value`` overrides, validate."""
     raw = _read_yaml_tree(Path(path), chain=())
     for override in overrides:
         _apply_override(raw, override)
-    return _build(Config, raw, prefix="", source=str(path))
+    _refuse_removed_keys(raw, str(path))
+    cfg = build(Config, raw, prefix="", source=str(path))
+    _check_run_length(cfg, overrides)
+    return cfg
+
+
+def _check_run_length(cfg: Config, overrides: Sequence[str]) -> None:
+    """``train.max_iters=N`` typed on the command line would be silently ignored under ``train.epochs``."""
+    typed = [o for o in overrides if o.partition("=")[0].strip() == "train.max_iters"]
+    if typed and cfg.train.epochs is not None:
+        raise ConfigError(
+            f"{typed[-1]} has no effect: train.epochs = {cfg.train.epochs} sets the run's length; "
+            "add train.epochs=null to count in iterations"
+        )
 
 
 def replace_checked(cfg: Config, section: str, values: dict[str, Any], sources: dict[str, str]) -> Config:
@@ -253,34 +224,74 @@ def replace_checked(cfg: Config, section: str, values: dict[str, Any], sources: 
     section as a whole. A nested section takes a mapping of some of its keys, e.g. ``{"fast": {"fold_bn": False}}``."""
     if not values:
         return cfg
-    cls = _hints(Config)[section]
+    cls = type(getattr(cfg, section))
     for key, value in values.items():
-        _field_value(cls, key, value, f"{section}.{key}", sources[key])
+        field_value(cls, key, value, f"{section}.{key}", sources[key])
     raw = config_to_dict(cfg)
-    raw[section] = _merge(raw[section], values, cls)
-    return _build(Config, raw, prefix="", source=", ".join(sources[key] for key in values))
+    raw[section] = merge(raw[section], values, cls)
+    return build(Config, raw, prefix="", source=", ".join(sources[key] for key in values))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a plain dict (e.g. the config stored in a checkpoint) into a ``Config``."""
-    return _build(Config, data, prefix="", source=source)
+    return build(Config, data, prefix="", source=source)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain dict with lists instead of tuples, fit for YAML, JSON and checkpoints."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(cfg))
+    return to_plain(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    Path(path).write_text(_dump(config_to_dict(cfg)))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists on one line (``crop_size: [768, 768]``): a config reads as it is written."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True))
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def format_config(cfg: Config, full: bool = False) -> str:
+    """The resolved config as YAML: every key, or (default) the keys set to other values than the defaults."""
+    if full:
+        text = _dump(config_to_dict(cfg))
+    else:
+        text = "# the keys set to other values than the defaults (utils/config.py); --print-full-config shows all\n"
+        text += _dump(config_differences(cfg))
+    if cfg.train.epochs is not None:
+        text += f"# train.epochs = {cfg.train.epochs} sets the run's length at start (from the training set's size)\n"
+        text += "# in place of train.max_iters; the train log's first lines give the iterations\n"
+    return text
+
+
+def config_differences(cfg: Any, base: Any = None) -> dict[str, Any]:
+    """The keys of ``cfg`` whose values differ from ``base`` (default: the schema's defaults), nested as
+    in the config; a switch section whose fields all equal one value is that value (``fast: true``)."""
+    base = Config() if base is None else base
+    out: dict[str, Any] = {}
+    for name in defaults(type(cfg)):
+        value, default = getattr(cfg, name), getattr(base, name)
+        if hasattr(value, "__dataclass_fields__"):
+            nested, switches = config_differences(value, default), list(to_plain(value).values())
+            uniform = getattr(value, "switch", False) and len(set(switches)) == 1
+            if nested:
+                out[name] = switches[0] if uniform else nested  # a switch section written as one value: fast: false
+        elif value != default:
+            out[name] = to_plain(value)
+    return out
+
+
+def changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two plain config dicts differ (a key missing on one side differs)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(a.keys() | b.keys()) for d in changed_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 # --- reading and merging -------------------------------------------------------------------------
@@ -303,8 +314,8 @@ def _read_yaml_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     bases = [bases] if isinstance(bases, str) else bases
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, _read_yaml_tree(path.parent / base, chain + (path,)), Config)
-    return _merge(merged, data, Config)
+        merged = merge(merged, _read_yaml_tree(path.parent / base, chain + (path,)), Config)
+    return merge(merged, data, Config)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -315,33 +326,6 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return f"{where}: not valid YAML: {' '.join(what.split())}"
 
 
-def _expand_switch(value: Any, cls: Any) -> Any:
-    """``fast: false`` stands for every field of the section set to false (``SWITCH_SECTIONS``)."""
-    if cls in SWITCH_SECTIONS and isinstance(value, bool):
-        return {f.name: value for f in dataclasses.fields(cls)}
-    return value
-
-
-def _merge(base: dict[str, Any], child: dict[str, Any], cls: type) -> dict[str, Any]:
-    """Key-by-key merge where the schema has a nested section; replacement everywhere else."""
-    hints = _hints(cls)
-    out = dict(base)
-    for key, value in child.items():
-        sub = hints.get(key)
-        value = _expand_switch(value, sub)
-        if dataclasses.is_dataclass(sub) and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, sub)
-        elif sub == NamedArgs and isinstance(value, dict) and isinstance(out.get(key), dict):
-            named = dict(out[key])
-            for name, args in value.items():
-                both = isinstance(args, dict) and isinstance(named.get(name), dict)
-                named[name] = {**named[name], **args} if both else args
-            out[key] = named
-        else:
-            out[key] = value
-    return out
-
-
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key:
@@ -350,162 +334,13 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {override!r}: cannot parse value {text!r}{_yaml_problem(err)}") from err
-    node, cls = raw, Config
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        hints = _hints(cls) if cls is not None else None
-        if hints is not None and part not in hints:
-            _unknown_key(".".join(parts[: i + 1]), part, hints, "command-line override")
-        sub_cls = hints.get(part) if hints is not None else None
-        node[part] = _expand_switch(node.get(part), sub_cls)
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-        cls = sub_cls if dataclasses.is_dataclass(sub_cls) else None
-    last = _hints(cls).get(parts[-1]) if cls is not None else None
-    if isinstance(node.get(parts[-1]), dict) and last in SWITCH_SECTIONS and isinstance(value, dict):
-        value = _merge(node[parts[-1]], value, last)  # train.fast={strip_conv: false} keeps the other fields
-    node[parts[-1]] = _expand_switch(value, last)
+    if key in REMOVED_KEYS:
+        raise ConfigError(f"override {override!r}: {key} is gone; {REMOVED_KEYS[key]}")
+    set_dotted(raw, key, value, Config, "command-line override")
 
 
-# --- validation ----------------------------------------------------------------------------------
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unknown_key(path: str, key: str, valid: Sequence[str], source: str) -> typing.NoReturn:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"{source}: unknown key {path!r}{hint} Valid keys here: {', '.join(valid)}")
-
-
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        where = prefix.rstrip(".") or "top level"
-        if cls in SWITCH_SECTIONS:
-            keys = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"{source}: {where} = {data!r} must be true, false or a mapping of {keys}")
-        raise ConfigError(f"{source}: {where} must be a mapping, got {data!r}")
-    hints = _hints(cls)
-    for key in data:
-        if key not in hints:
-            _unknown_key(prefix + str(key), str(key), list(hints), source)
-    built = cls(**{key: _field_value(cls, key, value, prefix + key, source) for key, value in data.items()})
-    if hasattr(built, "check"):
-        built.check(prefix, source)
-    return built
-
-
-def _field_value(cls: type, key: str, value: Any, path: str, source: str) -> Any:
-    """``value`` checked against the type and the bounds of the field ``key`` of ``cls``."""
-    value = _coerce(value, _hints(cls)[key], path, source)
-    bounds = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
-    if value is not None and bounds:
-        _check_range(value, bounds, path, source)
-    return value
-
-
-def _check_range(value: Any, bounds: typing.Mapping[str, Any], path: str, source: str) -> None:
-    hint = f" ({bounds['hint']})" if bounds.get("hint") else ""
-    if isinstance(value, tuple):
-        fewest = bounds.get("min_items")
-        if fewest is not None and len(value) < fewest:
-            raise ConfigError(f"{source}: {path} = {list(value)} must have at least {fewest} value(s){hint}")
-        for i, item in enumerate(value):
-            _check_range(item, bounds, f"{path}[{i}]", source)
-        return
-    low, high, above = bounds.get("min"), bounds.get("max"), bounds.get("above")
-    if (
-        (low is not None and value < low)
-        or (high is not None and value > high)
-        or (above is not None and value <= above)
-    ):
-        lower = f"> {above}" if above is not None else f">= {low}" if low is not None else ""
-        upper = f"<= {high}" if high is not None else ""
-        raise ConfigError(f"{source}: {path} = {value!r} must be {' and '.join(filter(None, (lower, upper)))}{hint}")
-
-
-def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; turn lists into tuples where asked."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, _expand_switch(value, tp), path + ".", source)
-    if origin in (Union, types.UnionType):
-        for option in args:
-            try:
-                return _coerce(value, option, path, source)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{source}: {path} = {value!r} must be {_type_name(tp)}")
-    if origin is Literal:
-        if value in args and not isinstance(value, bool):
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{source}: {path} = {value!r} must be one of {list(args)}{hint}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is Any:
-        return value
-    elif origin is tuple:
-        if isinstance(value, (list, tuple)):
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(_coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
-            if len(value) == len(args):
-                return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
-    elif origin is dict or tp is dict:
-        if isinstance(value, dict):
-            key_type, value_type = args or (Any, Any)
-            for k in value:
-                if key_type is str and not isinstance(k, str):
-                    raise ConfigError(f"{source}: {path} has key {k!r}; keys must be strings (names)")
-            if tp == NamedArgs and not all(isinstance(v, dict) for v in value.values()):
-                raise ConfigError(
-                    f"{source}: {path} holds one mapping of arguments per name, e.g. "
-                    f"{path.rsplit('.', 1)[-1]}: {{name: {{argument: value}}}}; got {value!r}"
-                )
-            return {k: _coerce(v, value_type, f"{path}.{k}", source) for k, v in value.items()}
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML (YAML 1.1) reads 1e-4 without a dot as a string
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp in (str, bool):
-        if isinstance(value, tp):
-            return value
-    else:  # pragma: no cover - a schema annotation this function does not know
-        raise TypeError(f"unsupported config annotation {tp!r} for {path}")
-    raise ConfigError(f"{source}: {path} = {value!r} must be {_type_name(tp)}")
-
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _type_name(tp: Any, plural: bool = False) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a, plural) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"{'lists' if plural else 'a list'} of {_type_name(args[0], plural=True)}"
-        return f"a list of {len(args)} values"
-    if plural:
-        if origin is dict or tp is dict:
-            return "mappings"
-        return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(tp, str(tp))
-    if origin is Literal:
-        return f"one of {list(args)}"
-    if tp is type(None):
-        return "null"
-    if origin is dict or tp is dict:
-        if args and args[1] is not Any:
-            return f"a mapping of names to {_type_name(args[1], plural=True)}"
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+def _refuse_removed_keys(raw: dict[str, Any], source: str) -> None:
+    for key, replacement in REMOVED_KEYS.items():
+        section, _, name = key.partition(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            raise ConfigError(f"{source}: {key} is gone; {replacement}")

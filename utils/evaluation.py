@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .fast_paths import inference_context
 from .inference import Protocol, infer
@@ -27,6 +28,7 @@ def evaluate(
     inference_mode: bool = True,
     keep: int = 0,
     on_prediction: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
+    progress: bool = False,
 ) -> tuple[ConfusionMatrix, list[dict[str, torch.Tensor]]]:
     """Confusion matrix of ``model`` over this process's share of ``loader`` (batches of one image),
     summed over processes. Samples without a mask (test splits) are predicted but not scored.
@@ -34,6 +36,7 @@ def evaluate(
     ``keep``: also return the first ``keep`` (image, mask, prediction) triples, for pictures.
     ``on_prediction(sample, prediction)`` sees every prediction (H, W), e.g. to save it.
     ``inference_mode``: ``torch.inference_mode`` (the fast path), else ``torch.no_grad``.
+    ``progress``: a progress bar with the rate and time left, on a terminal only (quiet in logs).
     """
     protocol = protocol or Protocol.whole_image()
     was_training = model.training
@@ -42,7 +45,7 @@ def evaluate(
     kept = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with inference_context(inference_mode):  # the matrix is made outside: it is summed over processes after
-        for batch in loader:
+        for batch in tqdm(loader, desc="evaluating", unit="img", disable=None if progress else True):
             if batch["image"].shape[0] != 1:
                 raise ValueError("evaluation takes batches of one image (images may differ in size)")
             image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)

@@ -18,7 +18,9 @@ each one gains, measured side by side.
 - ``fold_bn``: inference folds every conv+BN pair (and ACNet block) into one conv.
 - ``channels_last``: NHWC tensors on CUDA (cuDNN's NHWC kernels) and on the CPU (oneDNN's), where
   it was measured faster or even in every case (docs/benchmarks.md); other devices stay NCHW.
-  ``train.channels_last`` / ``eval.channels_last`` force it on or off on every device.
+
+``apply_fast_paths`` switches them all on a model, the one place train.py, eval.py and the
+benchmarks do it; ``describe_fast_paths`` says in words which are on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import platform
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,12 +91,28 @@ def _switch(model: nn.Module, flag: str, enabled: bool) -> int:
     return switched
 
 
-def resolve_channels_last(setting: bool | None, fast: bool, device: torch.device | str) -> bool:
-    """``train.channels_last`` / ``eval.channels_last`` when set; null: on CUDA and the CPU if the fast
-    path (``fast.channels_last``) is on, where it was measured faster or even (docs/benchmarks.md)."""
-    if setting is not None:
-        return setting
-    return fast and torch.device(device).type in ("cuda", "cpu")
+def apply_fast_paths(model: nn.Module, fast: Any, device: torch.device | str) -> torch.memory_format:
+    """Switch the exact fast paths of ``fast`` (a ``FastPaths`` config section) on ``model``, in place:
+    memory reuse, strip convs, strip pooling, and the memory format, which is returned for the inputs.
+    Folding (``fast.fold_bn``) is for inference only: ``engine.inference.prepare_for_inference``."""
+    reuse_freed_memory(fast.reuse_memory)
+    use_strip_conv_fast_path(model, fast.strip_conv)
+    use_strip_pool_fast_path(model, fast.strip_pool)
+    channels_last = fast.channels_last and torch.device(device).type in ("cuda", "cpu")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    return memory_format
+
+
+def describe_fast_paths(fast: Any) -> str:
+    """``all on``, ``all off (the plain path)`` or ``on except strip_conv, fold_bn``: for logs and results."""
+    switches = {f.name: getattr(fast, f.name) for f in dataclasses.fields(fast)}
+    off = [name for name, on in switches.items() if not on]
+    if not off:
+        return "all on"
+    if len(off) == len(switches):
+        return "all off (the plain path)"
+    return f"on except {', '.join(off)}"
 
 
 def inference_context(inference_mode: bool) -> contextlib.AbstractContextManager:

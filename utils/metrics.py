@@ -3,15 +3,18 @@
 One (C, C) int64 matrix, accumulated on the device with ``bincount`` (rows: ground truth,
 columns: prediction) and summed exactly across processes. Pixels whose ground truth is ignore
 (255) never count. Per class, as the official Cityscapes evaluator counts:
-IoU = TP / (TP + FP + FN), NaN when the class has neither ground-truth nor predicted pixels, and
-``miou`` is the mean over the classes that are not NaN. ``miou_all_classes`` counts such classes as
-0, the convention of the official SPNet (semseg) and PyTorch-Encoding code; on a full benchmark
-split every class is present and the two agree.
+IoU = TP / (TP + FP + FN), NaN when the class has neither ground-truth nor predicted pixels.
+
+A result has one headline ``miou``, in the convention of the dataset's benchmark, with its
+definition beside it (``miou_definition``); the other convention is kept under its name in
+``miou_other_conventions``. The two conventions (``CONVENTIONS``) agree on a full benchmark split,
+where every class is present, and differ on subsets (a few validation images, the synthetic world).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -40,7 +43,9 @@ class ConfusionMatrix:
         all_reduce_sum(self.matrix)
         return self
 
-    def compute(self) -> dict[str, float | list[float]]:
+    def compute(self, over_all_classes: bool = False) -> dict[str, Any]:
+        """The metrics; ``over_all_classes``: the headline mIoU averages all classes, absent ones as 0
+        (ADE20K's devkit), else the classes present (the Cityscapes evaluator)."""
         m = self.matrix.double()
         tp = m.diag()
         gt, pred = m.sum(1), m.sum(0)
@@ -48,14 +53,28 @@ class ConfusionMatrix:
         iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
         class_acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, math.nan))
         total = m.sum()
+        present = int((~torch.isnan(iou)).sum())
+        value = {"present_classes": _nanmean(iou), "all_classes_absent_as_0": float(torch.nan_to_num(iou).mean())}
+        headline = "all_classes_absent_as_0" if over_all_classes else "present_classes"
+        other = "present_classes" if over_all_classes else "all_classes_absent_as_0"
+        counts = {"present": present, "absent": self.num_classes - present, "classes": self.num_classes}
         return {
-            "miou": _nanmean(iou),
-            "miou_all_classes": float(torch.nan_to_num(iou, nan=0.0).mean()),
+            "miou": value[headline],
+            "miou_definition": CONVENTIONS[headline].format(**counts),
+            "miou_other_conventions": {other: value[other]},
             "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
             "mean_accuracy": _nanmean(class_acc),
             "iou": iou.tolist(),
             "accuracy": class_acc.tolist(),
         }
+
+
+CONVENTIONS = {  # how a benchmark averages class IoUs into mIoU; {present} of {classes} classes have an IoU
+    "present_classes": "mean IoU over the {present} of {classes} classes present in the ground truth or the "
+    "predictions (the Cityscapes evaluator and MMSegmentation average so)",
+    "all_classes_absent_as_0": "mean IoU over all {classes} classes, the {absent} absent ones counting 0 "
+    "(ADE20K's devkit and the official SPNet / PyTorch-Encoding code average so)",
+}
 
 
 def _nanmean(values: torch.Tensor) -> float:
@@ -64,16 +83,19 @@ def _nanmean(values: torch.Tensor) -> float:
 
 
 def format_table(metrics: dict, class_names: tuple[str, ...] | list[str], protocol: object = None) -> str:
-    """Per-class IoU / accuracy table plus the summary line, in percent; the protocol line first if given."""
+    """Per-class IoU / accuracy table and the summary lines, in percent; the protocol line first if given."""
     width = max(len(n) for n in class_names)
     lines = [f"protocol: {protocol}"] if protocol is not None else []
     lines.append(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
     for name, iou, acc in zip(class_names, metrics["iou"], metrics["accuracy"]):
         lines.append(f"{name:<{width}}  {_percent(iou)}  {_percent(acc)}")
     lines.append(
-        f"mIoU {_percent(metrics['miou'])}  (all classes: {_percent(metrics['miou_all_classes'])})  "
-        f"pixel acc {_percent(metrics['pixel_accuracy'])}  mean acc {_percent(metrics['mean_accuracy'])}"
+        f"mIoU {_percent(metrics['miou'])}  pixel acc {_percent(metrics['pixel_accuracy'])}  "
+        f"mean acc {_percent(metrics['mean_accuracy'])}"
     )
+    lines.append(f"mIoU: {metrics['miou_definition']}")
+    for name, value in metrics["miou_other_conventions"].items():
+        lines.append(f"(the other convention, {name.replace('_', ' ')}: {_percent(value).strip()})")
     return "\n".join(lines)
 
 

@@ -32,8 +32,10 @@ def prediction_panel(
     mean: Sequence[float],
     std: Sequence[float],
     class_names: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> np.ndarray:
-    """Column titles, then one row per sample (input | ground truth | prediction), then a colour legend.
+    """A title line (e.g. the run, iteration and mIoU), column titles, then one row per sample
+    (input | ground truth | prediction), then a colour legend.
 
     The legend (only with ``class_names``) lists the classes present in the shown ground truths or
     predictions, and "ignore" if a ground truth has it. The text is drawn into the picture so the PNG
@@ -50,6 +52,8 @@ def prediction_panel(
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
     size = min(20, max(10, width // 80))  # font pixels: 19 for the demo's 1536-px panel, 10 for thumbnails
     bands = [_title_band(width, rows[0].shape[1] // 3, size), *rows]
+    if title:
+        bands.insert(0, _caption_band(title, width, size))
     if class_names is not None:
         ids = legend_classes(samples, len(class_names))
         bands.append(_legend_band(ids, class_names, palette, width, size))
@@ -92,6 +96,19 @@ def _title_band(width: int, column: int, size: int) -> np.ndarray:
         left, _, right, _ = font.getbbox(title)
         ImageDraw.Draw(tile).text(((column - right - left) // 2, pad - top), title, fill="black", font=font)
         band.paste(tile, (i * column, 0))
+    return np.asarray(band)
+
+
+def _caption_band(text: str, width: int, size: int) -> np.ndarray:
+    """White band with ``text`` on the left, shrunk until it fits the width (cut if it never does)."""
+    for s in range(size, 7, -1):
+        font = _font(s)
+        if font.getbbox(text)[2] <= width - 8:
+            break
+    top, line = _text_box(font)
+    pad = max(2, size // 3)
+    band = Image.new("RGB", (width, line + 2 * pad), "white")
+    ImageDraw.Draw(band).text((pad, pad - top), text, fill="black", font=font)
     return np.asarray(band)
 
 
