@@ -27,13 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from model_info import count_parameters, model_info
 from torch import nn
 
 from _root import ROOT  # (puts the repository root on sys.path)
 from models import BLOCK_ATTENTION, HEADS
+from models.complexity import count_parameters, model_info
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import load_config
+from utils.profiling import count_flops
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
 HEAD_ROWS = {  # row -> (HEADS key, arguments); the mpm rows are SPNet's SP head with 1 and 2 MPMs
@@ -75,7 +76,10 @@ def measure(
         module = build()
     inputs = [torch.zeros(s, device="meta") for s in shapes]
     call = (lambda *xs: module(list(xs))) if wrap else module  # heads take a list of features
-    row = {"parameters": count_parameters(module), "flops": _flops(call, module, inputs), "seconds": None}
+    module.eval()
+    with torch.no_grad():
+        flops = count_flops(lambda: call(*inputs))
+    row = {"parameters": count_parameters(module), "flops": flops, "seconds": None}
     if repeats:
         module = build()
         real = [torch.randn(s) for s in shapes]
@@ -90,15 +94,6 @@ class _ListInput(nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.head(list(features))
-
-
-def _flops(call: Callable, module: nn.Module, inputs: list[torch.Tensor]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        call(*inputs)
-    return counter.get_total_flops()
 
 
 def head_rows(channels: int, size: tuple[int, int], classes: int, repeats: int, warmup: int) -> dict[str, dict]:

@@ -24,6 +24,7 @@ from models import build_model
 from models.backbones import ResNet
 from models.weights import IncompatibleWeightsError, load_model_weights
 from official_reference import official_spnet
+from test_complexity import OFFICIAL_COUNTS
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +33,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark  # noqa: E402
 import compare_official  # noqa: E402
 import convert_checkpoint  # noqa: E402
-import model_info  # noqa: E402
 import module_table  # noqa: E402
-
-PAPER_TABLE = {  # config -> (total, backbone, head, aux) from shared/reference/official_spnet.md
-    "cityscapes/spnet_r50.yaml": (47_737_254, 29_748_864, 15_623_699, 2_364_691),
-    "cityscapes/spnet_r101.yaml": (66_729_382, 48_740_992, 15_623_699, 2_364_691),
-    "ade20k/spnet_r50.yaml": (47_838_124, 29_748_864, 15_690_902, 2_398_358),
-    "ade20k/spnet_r101.yaml": (66_830_252, 48_740_992, 15_690_902, 2_398_358),
-    "ade20k/ablations/r50_base_fcn.yaml": (33_146_966 + 2_398_358, 23_631_808, 9_515_158, 2_398_358),
-    "ade20k/ablations/r50_mpm1.yaml": (34_925_142 + 2_398_358, 23_631_808, 11_293_334, 2_398_358),
-    "ade20k/ablations/r50_mpm2.yaml": (39_322_710 + 2_398_358, 23_631_808, 15_690_902, 2_398_358),
-    "ade20k/ablations/r50_spm_only.yaml": (39_264_022 + 2_398_358, 29_748_864, 9_515_158, 2_398_358),
-    "ade20k/ablations/r50_spnet.yaml": (45_439_766 + 2_398_358, 29_748_864, 15_690_902, 2_398_358),
-}
 
 
 def test_model_info_cli_json():
@@ -67,21 +55,9 @@ def test_model_info_cli_json():
     ).stdout
     info = json.loads(out)
     p = info["parameters"]
-    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE["cityscapes/spnet_r101.yaml"]
+    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == OFFICIAL_COUNTS["cityscapes/spnet_r101.yaml"]
     assert p["inference"] == 64_364_691 and info["input_size"] == [769, 769]
     assert info["flops"] > 1e12  # ~1 TFLOP at 769x769 for dilated R101
-
-
-@pytest.mark.parametrize("path", sorted(PAPER_TABLE))
-def test_model_info_on_shipped_configs(path):
-    p = model_info.model_info(load_config(ROOT / "configs" / path), (65, 65))["parameters"]
-    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE[path]
-
-
-def test_flop_count_matches_the_conv_formula():
-    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
-    # 2 FLOPs per multiply-add: 2 * Cout * Cin * k * k * H * W
-    assert model_info.count_flops(conv, (13, 17), device="cpu") == 2 * 16 * 3 * 9 * 13 * 17
 
 
 def test_convert_official_checkpoint_end_to_end(tmp_path, capsys):
@@ -266,24 +242,6 @@ def test_module_table_rewrites_only_its_block(tmp_path):
         assert re.search(rf"^\| {re.escape(name)} \| [\d,]+ \| [\d.,]+ \| [\d,]+ ms \|", text, re.M), name
     assert "| `configs/ade20k/compare/head_mpm2.yaml` | 47,838,124 | 45,439,766 |" in text
     assert "| `configs/cityscapes/spnet_r101.yaml` | 66,729,382 | 64,364,691 |" in text
-
-
-def test_training_flops_count_forward_and_backward():
-    """Two convs: the first needs only its weight gradient (the image needs none), the second both."""
-
-    class TwoConvs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
-
-        def forward(self, x):
-            return {"out": self.b(self.a(x))}
-
-    a, b = 2 * 8 * 3 * 9 * 13 * 17, 2 * 4 * 8 * 13 * 17  # forward FLOPs of each conv
-    model = TwoConvs()
-    assert model_info.count_flops(model, (13, 17), device="cpu") == a + b
-    assert model_info.count_train_flops(model, (13, 17), device="cpu") == 2 * a + 3 * b
-    assert all(p.grad is None for p in model.parameters())  # no gradient left behind
 
 
 @pytest.mark.parametrize(
