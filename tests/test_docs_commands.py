@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.paper_tables import TABLES
+from engine.paper_tables import TABLES
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
