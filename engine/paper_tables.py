@@ -86,7 +86,7 @@ TABLES: dict[str, Table] = {
         tuple(MULTI_SCALE),
         note="The paper's test protocol is not recorded here; the commands use multi-scale (0.5-1.75) + flip, "
         "the usual test of this line of work. After the paper, the authors' README reported "
-        + " then ".join(r.value for r in ADE20K_VAL_LATER)
+        + ", then ".join(r.value for r in ADE20K_VAL_LATER)
         + " for SPNet with its strips upsampled bilinearly.",
     ),
     "cityscapes_test": Table(
