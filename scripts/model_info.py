@@ -16,66 +16,10 @@ import argparse
 import json
 import sys
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
 import _root  # noqa: F401  (puts the repository root on sys.path)
-from models import build_model
+from models.complexity import model_info
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import load_config
-
-
-def count_parameters(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-def count_flops(model: nn.Module, size: tuple[int, int], device: str | torch.device = "meta") -> int:
-    """FLOPs of one inference forward pass (eval mode) on a 1x3xHxW input."""
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, 3, *size, device=device)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops()
-
-
-def count_train_flops(model: nn.Module, size: tuple[int, int], device: str | torch.device = "meta") -> int:
-    """FLOPs of one training image: the forward pass in train mode (aux head included) and the backward.
-
-    Counted on a batch of 2 and halved: BatchNorm after image-level pooling (PPM, ASPP) needs 2 values.
-    """
-    was_training = model.training
-    model.train()
-    try:
-        x = torch.zeros(2, 3, *size, device=device)
-        with FlopCounterMode(display=False) as counter:
-            outputs = model(x)
-            sum(out.sum() for out in outputs.values()).backward()
-    finally:
-        model.train(was_training)
-        model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() // 2
-
-
-def model_info(cfg, size: tuple[int, int], *, train: bool = False) -> dict:
-    """Parameters and inference FLOPs at ``size``; with ``train``, also FLOPs per training image."""
-    with torch.device("meta"):
-        model = build_model(cfg, load_pretrained=False)
-    parts = {name: count_parameters(getattr(model, name)) for name in ("backbone", "head", "aux_head")}
-    total = count_parameters(model)
-    assert total == sum(parts.values()), "the segmentor has parameters outside backbone/head/aux_head"
-    info = {
-        "parameters": {"total": total, **parts, "inference": total - parts["aux_head"]},
-        "flops": count_flops(model, size),
-        "input_size": list(size),
-    }
-    if train:
-        info["train_flops_per_image"] = count_train_flops(model, size)
-    return info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,24 +1,27 @@
-"""Cost of every context head and block attention, and of every comparison config: docs/modules.md.
+"""Cost of every context head, block attention and comparison config: the tables of docs/modules.md.
 
-    python scripts/module_table.py                     # writes the tables into docs/modules.md
-    python scripts/module_table.py --no-latency --print
+    python scripts/module_table.py                           # prints the tables
+    python scripts/module_table.py --no-latency --size 512 512
+    python scripts/module_table.py --out docs/modules.md     # writes them into the doc
 
-Heads are measured on a 2048 x 97 x 97 feature (a 769x769 Cityscapes crop at output stride 8, the
-input of the head), 19 classes; block attentions on their SPNet insertion point in stage 4
-(512 x 97 x 97: after conv2 of a ResNet-50 block). Parameters and FLOPs are counted on the ``meta``
-device (FLOPs: ``torch.utils.flop_counter``, 2 per multiply-add; convolutions and matrix products
-only, so elementwise gates, pooling and softmax count 0). Latency: batch 1, eval mode, no grad, on
-this machine's CPU, the median of ``--repeats`` runs after ``--warmup`` runs. The whole-model
-tables count the comparison configs (ADE20K at 512x512, Cityscapes at 769x769) as
-``scripts/model_info.py`` does.
+Heads are measured on the stage-4 feature of a ``--size`` crop at output stride 8 (769x769, the
+Cityscapes crop, by default: a 2048 x 97 x 97 feature, the input of the head), 19 classes; block
+attentions on their SPNet insertion point in stage 4 (512 channels at that size: after conv2 of a
+ResNet-50 block). Parameters and FLOPs are counted on the ``meta`` device (FLOPs:
+``torch.utils.flop_counter``, 2 per multiply-add; convolutions and matrix products only, so
+elementwise gates, pooling and softmax count 0). Latency: batch 1, eval mode, no grad, on this
+machine's CPU, the median of ``--repeats`` runs after ``--warmup`` runs. The whole-model tables
+count the comparison configs (ADE20K at 512x512, Cityscapes at 769x769) as ``scripts/model_info.py``
+does.
 
-The tables replace what stands between the ``module_table`` markers of ``--out``, so the text
-around them stays hand-written.
+With ``--out``, the tables replace what stands between the ``module_table`` markers of that file,
+so the text around them stays hand-written; without it they are only printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import sys
@@ -27,13 +30,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from model_info import count_parameters, model_info
 from torch import nn
 
 from _root import ROOT  # (puts the repository root on sys.path)
 from models import BLOCK_ATTENTION, HEADS
+from models.complexity import count_parameters, model_info
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import load_config
+from utils.profiling import count_flops
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
 HEAD_ROWS = {  # row -> (HEADS key, arguments); the mpm rows are SPNet's SP head with 1 and 2 MPMs
@@ -47,6 +51,12 @@ MODEL_TABLES = {  # title -> (configs, input size)
     "ADE20K, R50, block attention changed": ("configs/ade20k/compare/attention_*.yaml", (512, 512)),
     "Cityscapes, R101, test-set pair": ("configs/cityscapes/[ps]*_r101.yaml", (769, 769)),
 }
+
+
+def feature_size(crop: tuple[int, int]) -> tuple[int, int]:
+    """Stage-4 feature size of a ``crop`` at output stride 8: three stride-2 steps (stem conv, max-pool,
+    stage 2), each ``ceil(n / 2)``."""
+    return (math.ceil(crop[0] / 8), math.ceil(crop[1] / 8))
 
 
 def latency(module: nn.Module, inputs: list[torch.Tensor], repeats: int, warmup: int) -> float:
@@ -75,7 +85,10 @@ def measure(
         module = build()
     inputs = [torch.zeros(s, device="meta") for s in shapes]
     call = (lambda *xs: module(list(xs))) if wrap else module  # heads take a list of features
-    row = {"parameters": count_parameters(module), "flops": _flops(call, module, inputs), "seconds": None}
+    module.eval()
+    with torch.no_grad():
+        flops = count_flops(lambda: call(*inputs))
+    row = {"parameters": count_parameters(module), "flops": flops, "seconds": None}
     if repeats:
         module = build()
         real = [torch.randn(s) for s in shapes]
@@ -90,15 +103,6 @@ class _ListInput(nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.head(list(features))
-
-
-def _flops(call: Callable, module: nn.Module, inputs: list[torch.Tensor]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        call(*inputs)
-    return counter.get_total_flops()
 
 
 def head_rows(channels: int, size: tuple[int, int], classes: int, repeats: int, warmup: int) -> dict[str, dict]:
@@ -152,7 +156,8 @@ def _table(rows: dict[str, dict], first: str, baseline: str | None = None) -> li
 
 def render(args: argparse.Namespace, heads: dict, attentions: dict, models: dict[str, tuple]) -> str:
     command = " ".join(["python scripts/module_table.py", *args.argv])
-    h, w = args.size
+    crop = "x".join(map(str, args.size))
+    h, w = feature_size(args.size)
     cpu = _cpu_name()
     latency_note = (
         f"CPU latency: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch 1, median of "
@@ -164,13 +169,13 @@ def render(args: argparse.Namespace, heads: dict, attentions: dict, models: dict
         BEGIN,
         f"Generated by `{command}`. {latency_note}",
         "",
-        f"**Context heads** on a {args.channels} x {h} x {w} feature (a 769x769 crop at output stride 8), "
+        f"**Context heads** on a {args.channels} x {h} x {w} feature (a {crop} crop at output stride 8), "
         f"{args.classes} classes; whole head, classifier included:",
         "",
         *_table(heads, "head (`model.head`)", "fcn"),
         "",
         f"**Block attention**, one module on {args.attention_channels} x {h} x {w} (SPNet's insertion point in "
-        "stage 4 of ResNet-50: after conv2); a model has 6 of them with the official placement:",
+        f"stage 4 of ResNet-50 for a {crop} crop: after conv2); a model has 6 of them with the official placement:",
         "",
         *_table(attentions, "attention (`model.backbone.attention`)"),
         "",
@@ -215,27 +220,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--channels", type=int, default=2048, help="head input channels (ResNet stage 4)")
     parser.add_argument("--attention-channels", type=int, default=512, help="block attention channels")
-    parser.add_argument("--size", nargs=2, type=int, default=(97, 97), metavar=("H", "W"), help="feature size")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(769, 769),
+        metavar=("H", "W"),
+        help="crop size; heads and attentions run on its stage-4 feature at output stride 8 (default: 769 769)",
+    )
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per module (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-latency", dest="repeats", action="store_const", const=0, help="skip the CPU timing")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/modules.md")
-    parser.add_argument("--print", action="store_true", help="print the tables instead of writing --out")
+    parser.add_argument(
+        "--out", type=Path, help="write the tables between the module_table markers of this file (docs/modules.md)"
+    )
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if min(args.size) < 1:
+        parser.error(f"--size H W must be at least 1 pixel each, got {args.size[0]} {args.size[1]}")
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the command line written into the doc
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    size = tuple(args.size)
-    heads = head_rows(args.channels, size, args.classes, args.repeats, args.warmup)
-    attentions = attention_rows(args.attention_channels, size, args.repeats, args.warmup)
+    feature = feature_size(args.size)
+    heads = head_rows(args.channels, feature, args.classes, args.repeats, args.warmup)
+    attentions = attention_rows(args.attention_channels, feature, args.repeats, args.warmup)
     models = {title: (model_rows(pattern, msize), msize) for title, (pattern, msize) in MODEL_TABLES.items()}
     block = render(args, heads, attentions, models)
-    if args.print:
+    if args.out is None:
         print(block)
     else:
         write(args.out, block)

@@ -22,9 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from paper_tables import TABLES, WORK_DIRS, eval_args, render, result_path, train_args
-
 from _root import ROOT  # (puts the repository root on sys.path)
+from engine.paper_tables import TABLES, WORK_DIRS, eval_args, render, result_path, train_args
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import load_config
 

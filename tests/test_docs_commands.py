@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.paper_tables import TABLES
+from engine.paper_tables import TABLES
 from utils.cli import apply_protocol_flags
 from utils.config import load_config
 

@@ -1,5 +1,5 @@
-"""scripts/paper_tables.py: rows, costs and commands from configs; results matched by recipe and protocol,
-averaged over seeds; never a number where nothing was run."""
+"""engine/paper_tables.py and scripts/paper_tables.py: rows, costs and commands from configs; results matched
+by recipe and protocol, averaged over seeds; never a number where nothing was run or recorded."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from utils.config import config_to_dict, load_config
+from engine import paper_results, paper_tables
+from engine.paper_tables import TABLES, Row, Table
+from models.complexity import model_info
+from utils.config import changed_keys, config_to_dict, load_config
 
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import model_info  # noqa: E402
-import paper_tables  # noqa: E402
-from paper_tables import TABLES, Row, Table  # noqa: E402
-
-OFFICIAL_ABLATION = {  # shared/reference/official_spnet.md, R50, 150 classes, without the aux head
+OFFICIAL_ABLATION = {  # the official model's parameter counts (instantiated), R50, 150 classes, without the aux head
     "Base FCN": 33_146_966,
     "1 MPM only": 34_925_142,
     "2 MPM only": 39_322_710,
@@ -47,16 +44,14 @@ def test_empty_runs_print_every_row_with_costs_and_commands(tmp_path):
     records, unmatched = paper_tables.table_records("ade20k_ablation", tmp_path)
     assert unmatched == [] and [r["row"] for r in records] == list(OFFICIAL_ABLATION)
     for record in records:
-        info = model_info.model_info(
-            load_config(ROOT / record["config"], ["model.backbone.pretrained=null"]), (512, 512)
-        )
+        info = model_info(load_config(ROOT / record["config"], ["model.backbone.pretrained=null"]), (512, 512))
         assert record["parameters"] == info["parameters"]["inference"] == OFFICIAL_ABLATION[record["row"]]
         assert record["flops"] == info["flops"]
         # a row that was not run carries no number of ours, anywhere
         assert record["miou"] is None and record["pixel_accuracy"] is None and record["n"] == 0
         line = next(line for line in out.splitlines() if line.startswith(f"| {record['row']} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1] == "not known: not stated in shared/reference/official_spnet.md"  # never an invented number
+        assert cells[1] == paper_results.NOT_RECORDED  # never an invented number
         assert cells[2:5] == ["not run", "0", "not run"] and cells[5] == "-"
         assert cells[6] == f"{info['parameters']['inference']:,}" and cells[7] == f"{info['flops'] / 1e9:,.1f}"
         train, evaluate = record["commands"]["single node"]
@@ -65,13 +60,49 @@ def test_empty_runs_print_every_row_with_costs_and_commands(tmp_path):
         assert train in out and evaluate in out
 
 
-def test_paper_numbers_are_the_ones_the_notes_state(tmp_path):
+def test_paper_numbers_are_the_recorded_ones_with_their_source(tmp_path):
     records, _ = paper_tables.table_records("ade20k_val", tmp_path)
     assert [(r["row"], r["paper_miou"]) for r in records] == [("SPNet R50", None), ("SPNet R101", 45.60)]
+    assert records[0]["paper_note"] == paper_results.NOT_RECORDED and records[1]["paper_text"] == "45.60"
+    assert records[1]["paper_note"].startswith("SPNet paper (Hou et al., CVPR 2020, arXiv:2003.13328)")
     records, _ = paper_tables.table_records("cityscapes_test", tmp_path)
     assert [(r["row"], r["paper_miou"]) for r in records] == [("SPNet R101", 82.0), ("PSPNet R101 (our recipe)", None)]
+    assert records[0]["paper_note"] == "SPNet paper (Hou et al., CVPR 2020, arXiv:2003.13328), Table 6"
     assert all(r["paper_miou"] is None for name in ("compare_heads", "compare_attention", "synthetic_ablation")
                for r in paper_tables.table_records(name, tmp_path)[0])  # fmt: skip
+    markdown = paper_tables.render("cityscapes_test", tmp_path, "markdown")
+    assert "Where the paper mIoU comes from: SPNet R101 82.0: SPNet paper (Hou et al., CVPR 2020, " in markdown
+    assert "DANet 81.5, CCNet 81.4, APNB 81.3, SPGNet 81.1, DenseASPP 80.6, PSANet 80.1, DUC-HDC 80.1, " in markdown
+
+
+def test_every_recorded_number_is_listed_in_the_docs():
+    """docs/paper_tables.md, "The paper's numbers", has a line per number the repository records."""
+    docs = (ROOT / "docs/paper_tables.md").read_text()
+    section = docs[docs.index("## The paper's numbers") :].split("\n## ")[0]
+    for r in paper_results.ALL:
+        assert r.source, r
+        assert f"| {r.method} | {r.dataset} {r.split} | {r.backbone or 'not stated'} | {r.value} |" in section, r
+
+
+def test_listing_the_tables_imports_no_torch():
+    """``--list`` prints the tables from their definitions: no model is built, torch is not even imported."""
+    code = (
+        "import runpy, sys\n"
+        "sys.path.insert(0, 'scripts')\n"  # as `python scripts/paper_tables.py` does
+        "sys.argv = ['scripts/paper_tables.py', '--list']\n"
+        "try:\n"
+        "    runpy.run_path('scripts/paper_tables.py', run_name='__main__')\n"
+        "except SystemExit as exit_:\n"
+        "    assert exit_.code == 0, exit_.code\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert lines[-1] == "torch imported: False"
+    assert [line.split()[0] for line in lines[:-1]] == [
+        "ade20k_ablation", "ade20k_val", "cityscapes_test", "compare_heads", "compare_attention", "synthetic_ablation",
+    ]  # fmt: skip
 
 
 def test_commands_for_every_missing_row_and_seed(tmp_path):
@@ -93,7 +124,7 @@ def test_recipe_ignores_incidental_keys_only():
     )
     different = config_to_dict(load_config(ROOT / "configs/demo.yaml", ["train.max_iters=7"]))
     assert paper_tables.recipe(base) == paper_tables.recipe(incidental)
-    assert paper_tables.differences(paper_tables.recipe(base), paper_tables.recipe(different)) == ["train.max_iters"]
+    assert changed_keys(paper_tables.recipe(base), paper_tables.recipe(different)) == ["train.max_iters"]
 
 
 TINY = [  # a small model on 64x128 synthetic images, 2 iterations
@@ -161,10 +192,7 @@ def test_runs_are_matched_by_recipe_and_protocol_and_averaged_over_seeds(synthet
         ("longer.json", "nearest row spnet: differs in train.max_iters")
     ]
     markdown = paper_tables.render("test", runs, "markdown")
-    assert (
-        f"| SPNet | not known: not stated in shared/reference/official_spnet.md | {mean:.2f} ± {std:.2f} | 2 |"
-        in markdown
-    )
+    assert f"| SPNet | {paper_results.NOT_RECORDED} | {mean:.2f} ± {std:.2f} | 2 |" in markdown
     assert "longer.json: nearest row spnet: differs in train.max_iters" in markdown
     rows_json = json.loads(paper_tables.render("test", runs, "json"))["rows"]
     assert [r["n"] for r in rows_json] == [r["n"] for r in records]
@@ -189,7 +217,7 @@ def _row_config(path, extra: list[str]):
 def test_budget_counts_images_times_training_flops():
     text = paper_tables.budget("cityscapes_test", seeds=3, tflops=50.0)
     cfg = load_config(ROOT / "configs/cityscapes/spnet_r101.yaml", ["model.backbone.pretrained=null"])
-    per_image = model_info.model_info(cfg, (768, 768), train=True)["train_flops_per_image"]
+    per_image = model_info(cfg, (768, 768), train=True)["train_flops_per_image"]
     images = cfg.train.max_iters * cfg.train.batch_size
     row = next(line for line in text.splitlines() if line.startswith("| SPNet R101 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

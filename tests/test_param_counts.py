@@ -1,4 +1,5 @@
-"""Parameter counts equal the official ones to the unit (tables of shared/reference/official_spnet.md).
+"""Parameter counts equal the official ones to the unit: the official model's counts, measured by
+instantiating the official code (BN affine parameters included, buffers excluded).
 
 Models are built on the ``meta`` device: shapes only, no memory, no forward pass.
 """

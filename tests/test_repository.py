@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,3 +20,21 @@ def test_ci_runs_the_readme_setup_commands_verbatim():
     for command in commands:
         assert command in ci_lines
     assert any("pytest" in c for c in commands)
+
+
+def test_no_tracked_file_cites_the_developers_reference_folder():
+    """The repository stands alone: what it relies on is in it, in its own words (engine/paper_results.py,
+    tests/data). The developers' reference folder is outside it, so no file may name it."""
+    needle = "shared" + "/"  # in two pieces, so this file does not match itself
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    citing = []
+    for name in files.decode().split("\0"):
+        path = ROOT / name
+        if not name or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:  # binary
+            continue
+        lines = data.decode(errors="replace").splitlines()
+        citing += [f"{name}:{number}" for number, line in enumerate(lines, 1) if needle in line]
+    assert citing == []

@@ -24,6 +24,7 @@ from models import build_model
 from models.backbones import ResNet
 from models.weights import IncompatibleWeightsError, load_model_weights
 from official_reference import official_spnet
+from test_complexity import OFFICIAL_COUNTS
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +33,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark  # noqa: E402
 import compare_official  # noqa: E402
 import convert_checkpoint  # noqa: E402
-import model_info  # noqa: E402
 import module_table  # noqa: E402
-
-PAPER_TABLE = {  # config -> (total, backbone, head, aux) from shared/reference/official_spnet.md
-    "cityscapes/spnet_r50.yaml": (47_737_254, 29_748_864, 15_623_699, 2_364_691),
-    "cityscapes/spnet_r101.yaml": (66_729_382, 48_740_992, 15_623_699, 2_364_691),
-    "ade20k/spnet_r50.yaml": (47_838_124, 29_748_864, 15_690_902, 2_398_358),
-    "ade20k/spnet_r101.yaml": (66_830_252, 48_740_992, 15_690_902, 2_398_358),
-    "ade20k/ablations/r50_base_fcn.yaml": (33_146_966 + 2_398_358, 23_631_808, 9_515_158, 2_398_358),
-    "ade20k/ablations/r50_mpm1.yaml": (34_925_142 + 2_398_358, 23_631_808, 11_293_334, 2_398_358),
-    "ade20k/ablations/r50_mpm2.yaml": (39_322_710 + 2_398_358, 23_631_808, 15_690_902, 2_398_358),
-    "ade20k/ablations/r50_spm_only.yaml": (39_264_022 + 2_398_358, 29_748_864, 9_515_158, 2_398_358),
-    "ade20k/ablations/r50_spnet.yaml": (45_439_766 + 2_398_358, 29_748_864, 15_690_902, 2_398_358),
-}
 
 
 def test_model_info_cli_json():
@@ -67,21 +55,9 @@ def test_model_info_cli_json():
     ).stdout
     info = json.loads(out)
     p = info["parameters"]
-    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE["cityscapes/spnet_r101.yaml"]
+    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == OFFICIAL_COUNTS["cityscapes/spnet_r101.yaml"]
     assert p["inference"] == 64_364_691 and info["input_size"] == [769, 769]
     assert info["flops"] > 1e12  # ~1 TFLOP at 769x769 for dilated R101
-
-
-@pytest.mark.parametrize("path", sorted(PAPER_TABLE))
-def test_model_info_on_shipped_configs(path):
-    p = model_info.model_info(load_config(ROOT / "configs" / path), (65, 65))["parameters"]
-    assert (p["total"], p["backbone"], p["head"], p["aux_head"]) == PAPER_TABLE[path]
-
-
-def test_flop_count_matches_the_conv_formula():
-    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
-    # 2 FLOPs per multiply-add: 2 * Cout * Cin * k * k * H * W
-    assert model_info.count_flops(conv, (13, 17), device="cpu") == 2 * 16 * 3 * 9 * 13 * 17
 
 
 def test_convert_official_checkpoint_end_to_end(tmp_path, capsys):
@@ -247,7 +223,7 @@ def test_compare_official_times_both_sides_on_the_same_function():
 def test_module_table_spnet_row_has_the_official_count():
     rows = module_table.head_rows(2048, (97, 97), 19, repeats=0, warmup=0)
     assert set(rows) == {"fcn", "mpm x1", "mpm x2 (SPNet)", "aspp", "cc", "gc", "nonlocal", "ppm", "rfb", "spp", "ssh"}
-    assert rows["mpm x2 (SPNet)"]["parameters"] == 15_623_699  # official_spnet.md: the SP head, 19 classes
+    assert rows["mpm x2 (SPNet)"]["parameters"] == 15_623_699  # the official SP head, 19 classes (measured)
     assert rows["fcn"]["parameters"] == 9_447_955
     conv_flops = 2 * 2048 * 512 * 9 * 97 * 97 + 2 * 512 * 19 * 97 * 97  # FCN: 3x3 conv + 1x1 classifier
     assert rows["fcn"]["flops"] == conv_flops and rows["fcn"]["seconds"] is None
@@ -257,7 +233,7 @@ def test_module_table_spnet_row_has_the_official_count():
 def test_module_table_rewrites_only_its_block(tmp_path):
     out = tmp_path / "modules.md"
     out.write_text(f"# Modules\n\nhand-written\n\n{module_table.BEGIN}\nold table\n{module_table.END}\n\nmore text\n")
-    argv = ["--channels", "64", "--attention-channels", "16", "--size", "9", "11", "--repeats", "1", "--out", str(out)]
+    argv = ["--channels", "64", "--attention-channels", "16", "--size", "65", "81", "--repeats", "1", "--out", str(out)]
     module_table.main(argv)
     text = out.read_text()
     assert text.startswith("# Modules\n\nhand-written") and text.endswith("more text\n") and "old table" not in text
@@ -268,22 +244,47 @@ def test_module_table_rewrites_only_its_block(tmp_path):
     assert "| `configs/cityscapes/spnet_r101.yaml` | 66,729,382 | 64,364,691 |" in text
 
 
-def test_training_flops_count_forward_and_backward():
-    """Two convs: the first needs only its weight gradient (the image needs none), the second both."""
+SMALL_MODULE_TABLE = ["--channels", "64", "--attention-channels", "16", "--no-latency"]
 
-    class TwoConvs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
 
-        def forward(self, x):
-            return {"out": self.b(self.a(x))}
+def test_module_table_prints_unless_told_where_to_write(tmp_path, monkeypatch, capsys):
+    """Without --out it writes no file (it used to rewrite docs/modules.md); with --out only that file."""
+    written = []
+    monkeypatch.setattr(module_table, "write", lambda path, block: written.append(path))
+    pair = module_table.MODEL_TABLES["Cityscapes, R101, test-set pair"]
+    monkeypatch.setattr(module_table, "MODEL_TABLES", {"Cityscapes, R101, test-set pair": pair})
+    module_table.main([*SMALL_MODULE_TABLE, "--size", "65", "81"])
+    printed = capsys.readouterr().out
+    assert written == [] and printed.startswith(module_table.BEGIN) and printed.rstrip().endswith(module_table.END)
+    assert "| `configs/cityscapes/spnet_r101.yaml` | 66,729,382 | 64,364,691 |" in printed
+    copy = tmp_path / "modules.md"  # a copy: a test never writes the real doc
+    copy.write_text((ROOT / "docs/modules.md").read_text())
+    module_table.main([*SMALL_MODULE_TABLE, "--size", "65", "81", "--out", str(copy)])
+    assert written == [copy] and capsys.readouterr().out == f"wrote {copy}\n"
 
-    a, b = 2 * 8 * 3 * 9 * 13 * 17, 2 * 4 * 8 * 13 * 17  # forward FLOPs of each conv
-    model = TwoConvs()
-    assert model_info.count_flops(model, (13, 17), device="cpu") == a + b
-    assert model_info.count_train_flops(model, (13, 17), device="cpu") == 2 * a + 3 * b
-    assert all(p.grad is None for p in model.parameters())  # no gradient left behind
+
+def test_module_table_captions_follow_the_crop_size(monkeypatch, capsys):
+    """--size is the crop; heads and attentions run on its 1/8 feature, and the captions say both."""
+    monkeypatch.setattr(module_table, "MODEL_TABLES", {})  # the whole-model tables have their own sizes
+    module_table.main([*SMALL_MODULE_TABLE, "--size", "512", "1024"])
+    text = capsys.readouterr().out
+    assert "**Context heads** on a 64 x 64 x 128 feature (a 512x1024 crop at output stride 8), 19 classes" in text
+    assert "one module on 16 x 64 x 128 (SPNet's insertion point in stage 4 of ResNet-50 for a 512x1024 crop" in text
+    assert "769x769" not in text and "x 97" not in text
+    assert "Generated by `python scripts/module_table.py --channels 64 --attention-channels 16 --no-latency " in text
+    rows = module_table.head_rows(64, (64, 128), 19, repeats=0, warmup=0)
+    fcn = rows["fcn"]["flops"]
+    assert f"| fcn | {rows['fcn']['parameters']:,} | {fcn / 1e9:,.1f} | - |" in text
+    assert fcn == 2 * 64 * 16 * 9 * 64 * 128 + 2 * 16 * 19 * 64 * 128  # the FLOPs are those of the 64 x 128 feature
+
+
+@pytest.mark.parametrize("crop", [(769, 769), (512, 1024), (65, 81), (100, 75)])
+def test_module_table_feature_size_is_the_backbone_output(crop):
+    with torch.device("meta"):
+        backbone = ResNet(50, output_stride=8)  # the SPNet backbone, shapes only
+        c4 = backbone(torch.zeros(1, 3, *crop))[-1]
+    assert tuple(c4.shape[-2:]) == module_table.feature_size(crop)
+    assert module_table.feature_size((769, 769)) == (97, 97)
 
 
 @pytest.mark.parametrize(
@@ -299,6 +300,7 @@ def test_training_flops_count_forward_and_backward():
         ("make_synthetic", ["--format", "folder", "--out", "x", "--val", "-1"], "--val must be 0 or more"),
         ("make_synthetic", ["--format", "folder", "--out", "x", "--size", "0", "8"], "--size H W must be at least 1"),
         ("model_info", ["--config", "c.yaml", "--size", "0", "0"], "--size H W must be at least 1 pixel"),
+        ("module_table", ["--size", "0", "5"], "--size H W must be at least 1 pixel"),
         ("benchmark", ["--config", "c.yaml", "--size", "8", "-1"], "--size H W must be at least 1 pixel"),
         ("benchmark", ["--config", "c.yaml", "--batch", "0"], "--batch must be at least 1, got 0"),
         ("benchmark", ["--config", "c.yaml", "--iters", "0"], "--iters must be at least 1, got 0"),

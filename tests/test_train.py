@@ -212,7 +212,7 @@ def test_slurm_script_builds_a_multi_node_torchrun(tmp_path):
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "DRY_RUN": "1", "SLURM_JOB_ID": "123456",
            "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu-node-[07-08]", "SLURM_GPUS_ON_NODE": "4",
-           "SLURM_SUBMIT_DIR": "/shared/jobs"}  # fmt: skip
+           "SLURM_SUBMIT_DIR": "/scratch/jobs"}  # fmt: skip
     command = subprocess.run(
         ["bash", str(ROOT / "scripts/slurm_train.sh"), "configs/cityscapes/spnet_r101.yaml", "train.amp=fp16"],
         env=env, capture_output=True, text=True, check=True,
@@ -220,8 +220,8 @@ def test_slurm_script_builds_a_multi_node_torchrun(tmp_path):
     assert "torchrun --nnodes=2 --nproc_per_node=4 --shutdown-timeout=120 --rdzv-id=123456" in command
     assert "--rdzv-endpoint=gpu-node-07:23456" in command  # 20000 + job id % 20000: no fixed port
     assert command.strip().endswith(
-        "train.py --config configs/cityscapes/spnet_r101.yaml --resume auto --stop-file /shared/jobs/slurm-123456.stop "
-        "train.amp=fp16"
+        "train.py --config configs/cityscapes/spnet_r101.yaml --resume auto "
+        "--stop-file /scratch/jobs/slurm-123456.stop train.amp=fp16"
     )
 
 

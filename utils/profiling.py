@@ -1,5 +1,5 @@
 """Measuring a piece of work: peak memory (CUDA allocator, or the process's resident set on the CPU)
-and FLOPs, for scripts/benchmark.py and scripts/compare_official.py."""
+and FLOPs, for scripts/benchmark.py, scripts/compare_official.py and models/complexity.py."""
 
 from __future__ import annotations
 
