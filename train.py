@@ -121,269 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         cleanup()
 
 
-# --- building -------------------------------------------------------------------------------------
-
-
-def without_unused_aux_head(cfg: Config, log: logging.Logger) -> Config:
-    """``loss.aux_weight=0`` trains no auxiliary head: an output no loss uses would break DDP
-    (parameters without gradients) and cost time. The saved config says so."""
-    if cfg.loss.aux_weight > 0 or cfg.model.aux_head is None:
-        return cfg
-    log.warning("loss.aux_weight=0: the auxiliary head is not built (model.aux_head=null)")
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, aux_head=None, aux_head_args={}))
-
-
-@dataclasses.dataclass
-class Step:
-    """What one training iteration runs: the model (DDP and/or compiled) and how it learns."""
-
-    model: nn.Module
-    criterion: SegmentationLoss
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None
-    memory_format: torch.memory_format
-    micro: int  # images per forward pass
-    accum: int  # accumulation steps
-    dist: DistInfo
-
-
-def build_step(
-    cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger
-) -> tuple[Step, nn.Module]:
-    """The training step's parts from the config, and the plain model (checkpoints, validation).
-
-    With ``state`` (the training checkpoint ``resume``) the model, optimizer, schedule and loss scale continue
-    from it. Writes nothing: a config that fails a check here leaves the work dir as it was.
-    """
-    t = cfg.train
-    model = build_model(cfg, load_pretrained=state is None and not t.load_from)
-    if t.load_from and state is None:
-        log.info("%s", load_model_weights(model, t.load_from))
-    if data.accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        log.warning(
-            "gradient accumulation keeps the global batch and LR, but BatchNorm statistics come from %d image(s) "
-            "per forward pass, not %d: results can differ from the recipe (GroupNorm does not have this issue)",
-            data.micro * (d.world_size if d.device.type == "cuda" and t.sync_bn else 1),
-            t.batch_size,
-        )
-    if d.distributed and d.device.type == "cuda" and t.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    memory_format = apply_fast_paths(model, t.fast, d.device)  # exact: none changes the numbers
-    log.info("fast paths: %s; channels_last %s", describe_fast_paths(t.fast), memory_format == torch.channels_last)
-    model = model.to(d.device)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, data.max_iters)
-    if t.amp == "fp16" and d.device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
-    scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
-    loss = cfg.loss
-    criterion = SegmentationLoss(
-        loss.type, aux_weight=loss.aux_weight, ohem_thresh=loss.ohem_thresh, ohem_min_kept=loss.ohem_min_kept
-    )
-    if state is not None:
-        load_state_dict_checked(model, state["model"], source=str(resume))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if not load_scaler_state(scaler, state["scaler"]):
-            log.info("train.amp=fp16 from iteration %d on: the gradient scaler starts fresh", state["iter"])
-        warning = restore_process_rng(state["rng"], d.rank, d.world_size, d.device)
-        if warning:
-            log.warning("%s", warning)
-    module = model
-    if d.distributed:
-        device_ids = [d.local_rank] if d.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    if t.compile:
-        model = torch.compile(model)
-    step = Step(model, criterion, optimizer, scheduler, scaler, AMP_DTYPES[t.amp], memory_format, data.micro,
-                data.accum, d)  # fmt: skip
-    return step, module
-
-
-@dataclasses.dataclass
-class Run:
-    """The run beside its step: where it writes, what validation needs, and the loop's bookkeeping."""
-
-    cfg: Config
-    dist: DistInfo
-    work_dir: Path
-    log: logging.Logger
-    milestones: Milestones
-    val_loader: DataLoader
-    protocol: Protocol
-    classes: tuple[str, ...]
-    palette: Any
-    over_all_classes: bool  # how the dataset's benchmark averages IoUs (utils/metrics.py)
-    writer: SummaryWriter | None = None
-    best_miou: float = -1.0
-    validated_iter: int = -1  # the newest iteration whose validation finished
-
-
-# --- the training step ----------------------------------------------------------------------------
-
-
-def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
-    """``model(images)``; a BatchNorm that sees one value per channel gets the fix, not PyTorch's message."""
-    try:
-        return model(images)
-    except ValueError as err:
-        if "Expected more than 1 value per channel" not in str(err):
-            raise
-        raise ValueError(
-            f"a BatchNorm of the model normalises a 1x1 map (image-level pooling: PPM, ASPP, SK, BAM ...) with "
-            f"{micro} image(s) per forward pass, which BatchNorm cannot train on: set train.per_device_batch >= 2, "
-            "train on several GPUs with train.sync_bn, or use model.norm=gn"
-        ) from err
-
-
-def train_step(step: Step, batches: list[dict], stop: StopRequest) -> tuple[torch.Tensor, bool]:
-    """Forward/backward over the accumulation steps, then one optimizer step.
-
-    Returns (loss, main, aux) averaged over the global batch, as a device tensor, and whether any
-    process was asked to stop (the processes agree on it here, so they all stop after the same
-    iteration). Nothing here waits for the GPU: the loss normaliser (labelled pixels of the global
-    batch) is counted and summed on the device, OHEM picks its pixels there too, the stop flag is
-    agreed on the host, and the loss is read, and checked for NaN, only where the loop synchronises
-    anyway (``Milestones.reads_loss``). Only fp16's gradient scaler reads the GPU, once per step, to
-    skip a step whose gradients overflowed.
-    """
-    d, model = step.dist, step.model
-    stop_now = bool(host_all_reduce_sum(torch.tensor([float(stop.requested)]))[0])
-    inputs = [
-        (
-            b["image"].to(d.device, non_blocking=True).to(memory_format=step.memory_format),
-            b["mask"].to(d.device, non_blocking=True),
-        )
-        for b in batches
-    ]
-    labelled = all_reduce_sum(sum((target != IGNORE_INDEX).sum(dtype=torch.float64) for _, target in inputs))
-    normalizer = (labelled.clamp(min=1) / d.world_size).float()
-    total = torch.zeros(3, device=d.device)  # loss, main, aux: this process's share
-    for k, (images, target) in enumerate(inputs):
-        no_sync = model.no_sync() if d.distributed and k < step.accum - 1 else contextlib.nullcontext()
-        with no_sync:
-            with torch.autocast(d.device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
-                outputs = forward(model, images, step.micro)
-            loss, parts = step.criterion(outputs, target, normalizer)
-            step.scaler.scale(loss).backward()
-        total += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])
-    all_reduce_sum(total).div_(d.world_size)  # each process holds world_size x its share of the mean
-    step.scaler.step(step.optimizer)  # fp16: skipped when the scaled gradients overflowed (the scaler's own check)
-    step.scaler.update()
-    step.scheduler.step()
-    step.optimizer.zero_grad(set_to_none=True)
-    return total, stop_now
-
-
-def log_step(run: Run, iteration: int, losses: torch.Tensor, lr: float, images_per_second: float, bar: tqdm) -> None:
-    """One log line and the TensorBoard scalars; ``lr``: the rate the iteration trained with."""
-    loss, main, aux = losses.tolist()
-    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.1f}")
-    memory = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if run.dist.device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    )
-    run.log.info(
-        "iter %d/%d loss %.4f (main %.4f aux %.4f) lr %.3e %.1f img/s mem %.2f GiB",
-        *(iteration, run.milestones.max_iters, loss, main, aux, lr, images_per_second, memory),
-    )
-    if run.writer is not None:
-        scalars = dict(loss=loss, loss_main=main, loss_aux=aux, lr=lr, images_per_second=images_per_second)
-        for name, value in {**scalars, "memory_gib": memory}.items():
-            run.writer.add_scalar(f"train/{name}", value, iteration)
-
-
-# --- checkpoints and validation -------------------------------------------------------------------
-
-
-def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> None:
-    """``iter_XXXXXXX.pth`` + ``last.pth`` with everything an exact resume needs (all ranks' RNG states)."""
-    rngs = all_gather_object(rng_states())
-    if run.dist.is_main:
-        state = {
-            "model": module.state_dict(),
-            "optimizer": step.optimizer.state_dict(),
-            "scheduler": step.scheduler.state_dict(),
-            "scaler": step.scaler.state_dict(),
-            "iter": iteration,
-            "best_miou": run.best_miou,
-            "rng": rngs,
-            "config": config_to_dict(run.cfg),
-        }
-        path = save_training_checkpoint(state, run.work_dir, iteration, run.cfg.train.keep_checkpoints)
-        run.log.info("saved %s", path)
-    barrier()
-
-
-@contextlib.contextmanager
-def cudnn_benchmark(enabled: bool):
-    """cuDNN re-tunes for every new input shape when benchmarking; whole validation images vary in size."""
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled and previous
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-
-
-def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iteration: int, stop: StopRequest) -> bool:
-    """Validate, log, draw, write ``best.pth`` (if better) and then ``val_metrics.json``.
-
-    With ``train.fast.fold_bn`` a folded copy runs, prepared as eval.py prepares its model (the
-    training model keeps its BatchNorms). Returns False when a stop interrupted it (the validation
-    is then owed to the resumed run).
-    """
-    start, t = time.perf_counter(), run.cfg.train
-    run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
-    model = copy.deepcopy(module) if t.fast.fold_bn else module
-    prepared = prepare_for_inference(model, t.fast, run.dist.device)
-    with cudnn_benchmark(False):
-        matrix, pictures = evaluate(
-            prepared.model, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
-            protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=amp_dtype,
-            channels_last=prepared.channels_last, inference_mode=t.fast.inference_mode,
-            keep=t.eval_pictures if run.dist.is_main else 0, progress=run.dist.is_main,
-        )  # fmt: skip
-    del model, prepared
-    if all_reduce_sum(torch.tensor([float(stop.requested)], device=run.dist.device)).item():
-        run.log.warning("validation at iteration %d interrupted by a stop request: owed to the resumed run", iteration)
-        return False
-    metrics = matrix.compute(run.over_all_classes)
-    if run.dist.is_main:
-        seconds, table = time.perf_counter() - start, format_table(metrics, run.classes, run.protocol)
-        run.log.info("validation at iteration %d (%.1f s):\n%s", iteration, seconds, table)
-        run.writer.add_scalar("val/miou", metrics["miou"], iteration)
-        run.writer.add_scalar("val/pixel_accuracy", metrics["pixel_accuracy"], iteration)
-        for name, iou in zip(run.classes, metrics["iou"]):
-            if not math.isnan(iou):
-                run.writer.add_scalar(f"val_iou/{name}", iou, iteration)
-        if pictures:
-            title = f"{run.work_dir}, iteration {iteration} of {run.milestones.max_iters}: mIoU {metrics['miou']:.2%}"
-            panel = prediction_panel(pictures, run.palette, run.cfg.data.mean, run.cfg.data.std, run.classes, title)
-            run.writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
-            save_png(panel, run.work_dir / "val_predictions.png")
-        if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
-            run.best_miou = metrics["miou"]
-            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)
-        write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})
-    module.train()
-    run.best_miou = float(broadcast_object(run.best_miou))  # rank 0 decided
-    run.validated_iter = iteration
-    return True
-
-
-def stopped(run: Run, stop: StopRequest, iteration: int) -> int:
-    """Report a clean stop; 128 + the signal number when a signal asked (130 for Ctrl-C), else 0."""
-    message = f"stop requested ({stop.reason}): stopped at iteration {iteration} of {run.milestones.max_iters}, saved"
-    run.log.warning("%s", message)
-    if run.dist.is_main:
-        stop.report(message)
-    return 128 + stop.signal if stop.signal else 0
-
-
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -491,6 +228,269 @@ def loop(run: Run, step: Step, module: nn.Module, loader: DataLoader, start_iter
         pictures = f", predictions drawn in {run.work_dir / 'val_predictions.png'}" if t.eval_pictures else ""
         run.log.info("final mIoU %.2f%% (best %.2f%%)%s", 100 * final, 100 * run.best_miou, pictures)
     return 0
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Step:
+    """What one training iteration runs: the model (DDP and/or compiled) and how it learns."""
+
+    model: nn.Module
+    criterion: SegmentationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    micro: int  # images per forward pass
+    accum: int  # accumulation steps
+    dist: DistInfo
+
+
+def build_step(
+    cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger
+) -> tuple[Step, nn.Module]:
+    """The training step's parts from the config, and the plain model (checkpoints, validation).
+
+    With ``state`` (the training checkpoint ``resume``) the model, optimizer, schedule and loss scale continue
+    from it. Writes nothing: a config that fails a check here leaves the work dir as it was.
+    """
+    t = cfg.train
+    model = build_model(cfg, load_pretrained=state is None and not t.load_from)
+    if t.load_from and state is None:
+        log.info("%s", load_model_weights(model, t.load_from))
+    if data.accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        log.warning(
+            "gradient accumulation keeps the global batch and LR, but BatchNorm statistics come from %d image(s) "
+            "per forward pass, not %d: results can differ from the recipe (GroupNorm does not have this issue)",
+            data.micro * (d.world_size if d.device.type == "cuda" and t.sync_bn else 1),
+            t.batch_size,
+        )
+    if d.distributed and d.device.type == "cuda" and t.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    memory_format = apply_fast_paths(model, t.fast, d.device)  # exact: none changes the numbers
+    log.info("fast paths: %s; channels_last %s", describe_fast_paths(t.fast), memory_format == torch.channels_last)
+    model = model.to(d.device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, data.max_iters)
+    if t.amp == "fp16" and d.device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
+    scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
+    loss = cfg.loss
+    criterion = SegmentationLoss(
+        loss.type, aux_weight=loss.aux_weight, ohem_thresh=loss.ohem_thresh, ohem_min_kept=loss.ohem_min_kept
+    )
+    if state is not None:
+        load_state_dict_checked(model, state["model"], source=str(resume))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if not load_scaler_state(scaler, state["scaler"]):
+            log.info("train.amp=fp16 from iteration %d on: the gradient scaler starts fresh", state["iter"])
+        warning = restore_process_rng(state["rng"], d.rank, d.world_size, d.device)
+        if warning:
+            log.warning("%s", warning)
+    module = model
+    if d.distributed:
+        device_ids = [d.local_rank] if d.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if t.compile:
+        model = torch.compile(model)
+    step = Step(model, criterion, optimizer, scheduler, scaler, AMP_DTYPES[t.amp], memory_format, data.micro,
+                data.accum, d)  # fmt: skip
+    return step, module
+
+
+def without_unused_aux_head(cfg: Config, log: logging.Logger) -> Config:
+    """``loss.aux_weight=0`` trains no auxiliary head: an output no loss uses would break DDP
+    (parameters without gradients) and cost time. The saved config says so."""
+    if cfg.loss.aux_weight > 0 or cfg.model.aux_head is None:
+        return cfg
+    log.warning("loss.aux_weight=0: the auxiliary head is not built (model.aux_head=null)")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, aux_head=None, aux_head_args={}))
+
+
+@dataclasses.dataclass
+class Run:
+    """The run beside its step: where it writes, what validation needs, and the loop's bookkeeping."""
+
+    cfg: Config
+    dist: DistInfo
+    work_dir: Path
+    log: logging.Logger
+    milestones: Milestones
+    val_loader: DataLoader
+    protocol: Protocol
+    classes: tuple[str, ...]
+    palette: Any
+    over_all_classes: bool  # how the dataset's benchmark averages IoUs (utils/metrics.py)
+    writer: SummaryWriter | None = None
+    best_miou: float = -1.0
+    validated_iter: int = -1  # the newest iteration whose validation finished
+
+
+# --- the training step ----------------------------------------------------------------------------
+
+
+def train_step(step: Step, batches: list[dict], stop: StopRequest) -> tuple[torch.Tensor, bool]:
+    """Forward/backward over the accumulation steps, then one optimizer step.
+
+    Returns (loss, main, aux) averaged over the global batch, as a device tensor, and whether any
+    process was asked to stop (the processes agree on it here, so they all stop after the same
+    iteration). Nothing here waits for the GPU: the loss normaliser (labelled pixels of the global
+    batch) is counted and summed on the device, OHEM picks its pixels there too, the stop flag is
+    agreed on the host, and the loss is read, and checked for NaN, only where the loop synchronises
+    anyway (``Milestones.reads_loss``). Only fp16's gradient scaler reads the GPU, once per step, to
+    skip a step whose gradients overflowed.
+    """
+    d, model = step.dist, step.model
+    stop_now = bool(host_all_reduce_sum(torch.tensor([float(stop.requested)]))[0])
+    inputs = [
+        (
+            b["image"].to(d.device, non_blocking=True).to(memory_format=step.memory_format),
+            b["mask"].to(d.device, non_blocking=True),
+        )
+        for b in batches
+    ]
+    labelled = all_reduce_sum(sum((target != IGNORE_INDEX).sum(dtype=torch.float64) for _, target in inputs))
+    normalizer = (labelled.clamp(min=1) / d.world_size).float()
+    total = torch.zeros(3, device=d.device)  # loss, main, aux: this process's share
+    for k, (images, target) in enumerate(inputs):
+        no_sync = model.no_sync() if d.distributed and k < step.accum - 1 else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(d.device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
+                outputs = forward(model, images, step.micro)
+            loss, parts = step.criterion(outputs, target, normalizer)
+            step.scaler.scale(loss).backward()
+        total += torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros((), device=d.device))])
+    all_reduce_sum(total).div_(d.world_size)  # each process holds world_size x its share of the mean
+    step.scaler.step(step.optimizer)  # fp16: skipped when the scaled gradients overflowed (the scaler's own check)
+    step.scaler.update()
+    step.scheduler.step()
+    step.optimizer.zero_grad(set_to_none=True)
+    return total, stop_now
+
+
+def forward(model: nn.Module, images: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
+    """``model(images)``; a BatchNorm that sees one value per channel gets the fix, not PyTorch's message."""
+    try:
+        return model(images)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ValueError(
+            f"a BatchNorm of the model normalises a 1x1 map (image-level pooling: PPM, ASPP, SK, BAM ...) with "
+            f"{micro} image(s) per forward pass, which BatchNorm cannot train on: set train.per_device_batch >= 2, "
+            "train on several GPUs with train.sync_bn, or use model.norm=gn"
+        ) from err
+
+
+def log_step(run: Run, iteration: int, losses: torch.Tensor, lr: float, images_per_second: float, bar: tqdm) -> None:
+    """One log line and the TensorBoard scalars; ``lr``: the rate the iteration trained with."""
+    loss, main, aux = losses.tolist()
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.1f}")
+    memory = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if run.dist.device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    run.log.info(
+        "iter %d/%d loss %.4f (main %.4f aux %.4f) lr %.3e %.1f img/s mem %.2f GiB",
+        *(iteration, run.milestones.max_iters, loss, main, aux, lr, images_per_second, memory),
+    )
+    if run.writer is not None:
+        scalars = dict(loss=loss, loss_main=main, loss_aux=aux, lr=lr, images_per_second=images_per_second)
+        for name, value in {**scalars, "memory_gib": memory}.items():
+            run.writer.add_scalar(f"train/{name}", value, iteration)
+
+
+# --- checkpoints and validation -------------------------------------------------------------------
+
+
+def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> None:
+    """``iter_XXXXXXX.pth`` + ``last.pth`` with everything an exact resume needs (all ranks' RNG states)."""
+    rngs = all_gather_object(rng_states())
+    if run.dist.is_main:
+        state = {
+            "model": module.state_dict(),
+            "optimizer": step.optimizer.state_dict(),
+            "scheduler": step.scheduler.state_dict(),
+            "scaler": step.scaler.state_dict(),
+            "iter": iteration,
+            "best_miou": run.best_miou,
+            "rng": rngs,
+            "config": config_to_dict(run.cfg),
+        }
+        path = save_training_checkpoint(state, run.work_dir, iteration, run.cfg.train.keep_checkpoints)
+        run.log.info("saved %s", path)
+    barrier()
+
+
+def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iteration: int, stop: StopRequest) -> bool:
+    """Validate, log, draw, write ``best.pth`` (if better) and then ``val_metrics.json``.
+
+    With ``train.fast.fold_bn`` a folded copy runs, prepared as eval.py prepares its model (the
+    training model keeps its BatchNorms). Returns False when a stop interrupted it (the validation
+    is then owed to the resumed run).
+    """
+    start, t = time.perf_counter(), run.cfg.train
+    run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
+    model = copy.deepcopy(module) if t.fast.fold_bn else module
+    prepared = prepare_for_inference(model, t.fast, run.dist.device)
+    with cudnn_benchmark(False):
+        matrix, pictures = evaluate(
+            prepared.model, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
+            protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=amp_dtype,
+            channels_last=prepared.channels_last, inference_mode=t.fast.inference_mode,
+            keep=t.eval_pictures if run.dist.is_main else 0, progress=run.dist.is_main,
+        )  # fmt: skip
+    del model, prepared
+    if all_reduce_sum(torch.tensor([float(stop.requested)], device=run.dist.device)).item():
+        run.log.warning("validation at iteration %d interrupted by a stop request: owed to the resumed run", iteration)
+        return False
+    metrics = matrix.compute(run.over_all_classes)
+    if run.dist.is_main:
+        seconds, table = time.perf_counter() - start, format_table(metrics, run.classes, run.protocol)
+        run.log.info("validation at iteration %d (%.1f s):\n%s", iteration, seconds, table)
+        run.writer.add_scalar("val/miou", metrics["miou"], iteration)
+        run.writer.add_scalar("val/pixel_accuracy", metrics["pixel_accuracy"], iteration)
+        for name, iou in zip(run.classes, metrics["iou"]):
+            if not math.isnan(iou):
+                run.writer.add_scalar(f"val_iou/{name}", iou, iteration)
+        if pictures:
+            title = f"{run.work_dir}, iteration {iteration} of {run.milestones.max_iters}: mIoU {metrics['miou']:.2%}"
+            panel = prediction_panel(pictures, run.palette, run.cfg.data.mean, run.cfg.data.std, run.classes, title)
+            run.writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
+            save_png(panel, run.work_dir / "val_predictions.png")
+        if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
+            run.best_miou = metrics["miou"]
+            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)
+        write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})
+    module.train()
+    run.best_miou = float(broadcast_object(run.best_miou))  # rank 0 decided
+    run.validated_iter = iteration
+    return True
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """cuDNN re-tunes for every new input shape when benchmarking; whole validation images vary in size."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled and previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def stopped(run: Run, stop: StopRequest, iteration: int) -> int:
+    """Report a clean stop; 128 + the signal number when a signal asked (130 for Ctrl-C), else 0."""
+    message = f"stop requested ({stop.reason}): stopped at iteration {iteration} of {run.milestones.max_iters}, saved"
+    run.log.warning("%s", message)
+    if run.dist.is_main:
+        stop.report(message)
+    return 128 + stop.signal if stop.signal else 0
 
 
 if __name__ == "__main__":

@@ -187,3 +187,34 @@ def test_replace_checked_names_the_source_of_each_value():
     with pytest.raises(ConfigError, match=r"^--crop: eval.stride = \[170, 170\] is larger than eval.crop_size"):
         replace_checked(load_config(ROOT / "configs/demo.yaml", ["eval.stride=[170, 170]"]), "eval",
                         {"crop_size": [128, 128]}, sources)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_iters=0", "train.max_iters = 0 must be >= 1"),
+        ("train.max_iters=-5", "train.max_iters = -5 must be >= 1"),
+        ("train.log_interval=0", "train.log_interval = 0 must be >= 1"),
+        ("train.checkpoint_interval=0", "train.checkpoint_interval = 0 must be >= 1"),
+        ("train.eval_interval=-1", "train.eval_interval = -1 must be >= 0 (0: validate only at the end)"),
+        ("train.keep_checkpoints=-2", "train.keep_checkpoints = -2 must be >= 0 (0: only last.pth and best.pth)"),
+        ("train.eval_max_images=0", "train.eval_max_images = 0 must be >= 1 (null: every validation image)"),
+        ("train.epochs=0", "train.epochs = 0.0 must be > 0"),
+        ("train.batch_size=0", "train.batch_size = 0 must be >= 1"),
+        ("optim.lr=-0.1", "optim.lr = -0.1 must be > 0"),
+        ("data.augment.flip_prob=1.5", "data.augment.flip_prob = 1.5 must be >= 0 and <= 1"),
+        ("model.num_classes=0", "model.num_classes = 0 must be >= 1"),
+    ],
+)
+def test_config_ranges_are_checked_at_load_with_the_key_named(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs/demo.yaml", [override])
+    assert str(err.value) == f"{ROOT / 'configs/demo.yaml'}: {message}"
+
+
+def test_valid_edge_values_load():
+    cfg = load_config(
+        ROOT / "configs/demo.yaml",
+        ["train.eval_interval=0", "train.keep_checkpoints=0", "train.eval_max_images=null", "train.max_iters=1"],
+    )
+    assert (cfg.train.eval_interval, cfg.train.keep_checkpoints, cfg.train.eval_max_images) == (0, 0, None)

@@ -102,3 +102,21 @@ def test_documented_command_parses_and_its_overrides_exist(script, arguments, mo
     configs = [load_config(config, overrides) for config, overrides in configs_of(script, args)]
     if script in ("eval.py", "scripts/predict.py"):
         apply_protocol_flags(configs[0], args)  # the protocol flags on top of the config
+
+
+def test_module_swaps_on_the_demo_train_in_a_folder_of_their_own(monkeypatch):
+    """A new user runs the README's swap lines after the demo: one that reused work_dirs/demo would stop at the
+    demo's finished run (engine/run_dir.refuse_existing_run)."""
+    from engine.run_dir import work_dir_of
+
+    monkeypatch.chdir(ROOT)
+    demo = work_dir_of(load_config("configs/demo.yaml"), "configs/demo.yaml")
+    swaps = [
+        args
+        for _, script, args in COMMANDS
+        if script == "train.py" and "configs/demo.yaml" in args and any(a.startswith("model.") for a in args)
+    ]
+    assert len(swaps) >= 2
+    for args in swaps:
+        parsed = importlib.import_module("train").parse_args(args)
+        assert work_dir_of(load_config(parsed.config, parsed.overrides), parsed.config) != demo, args

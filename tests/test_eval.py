@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -145,9 +146,10 @@ def test_eval_submission_files_score_like_the_official_evaluator(
     assert results["protocol"]["profile"] == "spnet" and results["protocol"]["flip"] is True
     assert len(results["checkpoint_sha256"]) == 64 and results["timing"]["seconds"] > 0
     # the official SPNet code averages all 19 classes, absent ones as 0: the other convention, named so
-    assert results["miou_definition"].startswith("mean IoU over the ") and "of 19 classes present" in results[
-        "miou_definition"
-    ]
+    assert (
+        results["miou_definition"].startswith("mean IoU over the ")
+        and "of 19 classes present" in results["miou_definition"]
+    )
     assert 0 < results["miou_other_conventions"]["all_classes_absent_as_0"] < results["miou"]
 
 
@@ -367,3 +369,93 @@ def test_eval_refuses_before_loading_anything(capsys, tmp_path):
         assert _one_line_error(capsys, *base, out, "train.device=cuda").startswith(
             "train.device=cuda, but torch sees no GPU (torch.cuda.is_available() is False); use train.device=cpu"
         )
+
+
+@pytest.mark.slow
+def test_eval_creates_its_output_folder_and_writes_json_for_a_test_split(
+    synthetic_cityscapes, checkpoint, tmp_path, capsys
+):
+    base = [
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--checkpoint",
+        str(checkpoint),
+        f"data.root={synthetic_cityscapes}",
+        *TINY,
+    ]
+    out = tmp_path / "new" / "folder" / "val.json"
+    assert eval_script.main([*base, "--mode", "whole", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["scored"] is True and results["protocol_text"].startswith("spnet rules, whole image")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"protocol: {results['protocol_text']}"  # before anything else ...
+    table = printed.index(f"protocol: {results['protocol_text']}", 1)  # ... and heading the results table
+    assert printed[table + 1].startswith("class ")
+    test_out = tmp_path / "other" / "test.json"
+    assert eval_script.main([*base, "--split", "test", "--mode", "whole", "--out", str(test_out)]) == 0
+    test = json.loads(test_out.read_text())
+    assert test["scored"] is False and test["split"] == "test" and test["num_images"] == 2 and "miou" not in test
+
+
+def test_eval_refuses_an_unwritable_output_before_evaluating(checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match=r"--out: cannot write into .*file/sub"):
+        eval_script.main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(blocker / "sub" / "r.json"),
+            ]
+        )
+
+
+def test_eval_on_a_root_without_a_test_split_is_one_line(synthetic_folder, checkpoint):
+    result = subprocess.run(
+        [sys.executable, "eval.py", "--config", "configs/demo.yaml", "--checkpoint", str(checkpoint), "--split", "test",
+         f"data.root={synthetic_folder}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: folder not found: ") and "leftImg8bit/test" in result.stderr
+
+
+def test_eval_help_explains_every_protocol_flag(capsys):
+    with pytest.raises(SystemExit):
+        eval_script.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "test protocol (default: the config's eval section; docs/evaluation.md)" in text
+    for flag, words in (
+        ("--profile", "whose resize / window / flip rules to follow"),
+        ("--mode", "whole image in one pass, or sliding windows (eval.mode)"),
+        ("--flip, --no-flip", "average with the horizontally flipped image (eval.flip;"),
+        ("--fuse, --no-fuse", "fold every conv+BatchNorm pair"),
+        ("--print-protocol", "print the resulting protocol in one line and exit"),
+    ):
+        assert flag in text and words in text, flag
+
+
+def test_default_results_file_is_named_after_the_protocol_and_never_takes_another_protocols(tmp_path):
+    """A second protocol on the same checkpoint used to overwrite the first one's eval_val.json."""
+    from utils.config import load_config
+
+    checkpoint = tmp_path / "best.pth"
+    args = eval_script.parse_args(["--config", str(ROOT / "configs/demo.yaml"), "--checkpoint", str(checkpoint)])
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    single = cfg.eval.only()
+    path = eval_script.results_path(args, "val", single)
+    assert path == tmp_path / "eval_val_spnet_slide256_s1_flip.json"
+    multi = eval_script.results_path(args, "val", dataclasses.replace(single, scales=(0.5, 1.0)))
+    assert multi == tmp_path / "eval_val_spnet_slide256_s0.5-1_flip.json"
+
+    path.write_text(json.dumps({"protocol_text": str(single)}))
+    assert eval_script.results_path(args, "val", single) == path  # the same protocol again: its own file
+    other = dataclasses.replace(single, base_size=1024)  # a field the name does not hold
+    assert other.slug() == single.slug()
+    with pytest.raises(ValueError, match=r"eval_val_spnet_slide256_s1_flip.json holds the results of another protocol"):
+        eval_script.results_path(args, "val", other)
+    args.out = tmp_path / "mine.json"
+    assert eval_script.results_path(args, "val", other) == args.out  # --out: the user's name

@@ -428,9 +428,7 @@ def test_fast_config_switches():
 
 def test_fast_config_from_yaml_and_round_trip(tmp_path):
     path = tmp_path / "plain.yaml"
-    path.write_text(
-        f"_base_: {DEMO}\ntrain:\n  fast: false\neval:\n  fast: {{fold_bn: false}}\n"
-    )
+    path.write_text(f"_base_: {DEMO}\ntrain:\n  fast: false\neval:\n  fast: {{fold_bn: false}}\n")
     cfg = load_config(path)
     assert cfg.train.fast == ALL_OFF
     assert cfg.eval.fast == dataclasses.replace(ALL_ON, fold_bn=False)

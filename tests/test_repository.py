@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +42,17 @@ def test_no_tracked_file_cites_the_developers_reference_folder():
         lines = data.decode(errors="replace").splitlines()
         citing += [f"{name}:{number}" for number, line in enumerate(lines, 1) if needle in line]
     assert citing == []
+
+
+@pytest.mark.slow
+def test_readme_python_snippet_runs_as_a_script_outside_the_repository(tmp_path):
+    """The README says to run it with the repository on PYTHONPATH; it does, from any folder."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    snippet = snippet.replace("spnet_r101.yaml", "spnet_r50.yaml").replace("769, 769", "65, 65")  # CPU-sized
+    script = tmp_path / "my_script.py"
+    script.write_text(snippet + "\nprint(tuple(logits.shape))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("(1, 19, 65, 65)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -303,3 +304,54 @@ def test_a_complete_run_reports_the_best_miou_of_best_pth(synthetic_cityscapes, 
     assert _run(synthetic_cityscapes, work_dir, *args, "--resume", "auto") == 0
     out = capsys.readouterr().out
     assert f"the run is complete (iteration 2 of 2; final mIoU {100 * best:.2f}%, best {100 * best:.2f}% in " in out
+
+
+def test_training_writes_strict_json_and_the_protocol_and_a_finished_run_is_left_alone(
+    synthetic_cityscapes, tmp_path, monkeypatch
+):
+    work_dir = tmp_path / "run"
+    args = [
+        "--config", str(ROOT / "configs/demo.yaml"), f"data.root={synthetic_cityscapes}", f"train.work_dir={work_dir}",
+        "model.backbone.depth=50", "model.backbone.stage_blocks=[1, 1, 1, 2]", "model.backbone.base_width=8",
+        "model.backbone.multi_grid=[1, 2]", "data.augment.crop_size=[64, 128]", "train.batch_size=2",
+        "train.num_workers=0", "train.max_iters=2", "train.eval_max_images=2", "train.log_interval=1",
+    ]  # fmt: skip
+    titles = []
+    real_panel = train.prediction_panel
+    monkeypatch.setattr(train, "prediction_panel", lambda *a: titles.append(a[-1]) or real_panel(*a))
+    assert train.main(args) == 0
+    metrics_text = (work_dir / "val_metrics.json").read_text()
+    metrics = json.loads(metrics_text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert (
+        metrics["iter"] == 2
+        and metrics["protocol"] == "spnet rules, whole image, image at its own size, scales 1, no flip"
+    )
+    assert None in metrics["iou"]  # the synthetic world lacks 8 of the 19 classes: their IoU is undefined
+    log = (work_dir / "train.log").read_text()
+    assert "validation protocol (train.eval_protocol=whole): spnet rules, whole image" in log
+    # the picture says which run, iteration and mIoU it shows; the log says the fast paths in words
+    assert titles == [f"{work_dir}, iteration 2 of 2: mIoU {metrics['miou']:.2%}"]
+    assert "fast paths: all on; channels_last True" in log and "FastPaths(" not in log
+    # the demo's 20 warm-up iterations cover this 2-iteration run: said, not silent
+    assert "optim.warmup_iters=20 covers the whole run of 2 iteration(s): the LR never reaches optim.lr" in log
+    assert (
+        metrics["miou_definition"].startswith("mean IoU over the ")
+        and "of 19 classes present" in (metrics["miou_definition"])
+    )
+    assert re.search(r"validation at iteration 2 .*\n\s*protocol: spnet rules, whole image", log)
+
+    # --resume auto on the finished run: says so, changes nothing
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in work_dir.rglob("*")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, "--resume", "auto"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the run is complete (iteration 2 of 2; final mIoU" in result.stdout
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in work_dir.rglob("*")} == before
+
+    # killed during the final validation (val_metrics.json of the last iteration never written): the
+    # resumed run owes that validation and runs only it
+    (work_dir / "val_metrics.json").unlink()
+    assert train.main([*args, "--resume", "auto"]) == 0
+    assert json.loads((work_dir / "val_metrics.json").read_text())["iter"] == 2
+    assert (work_dir / "train.log").read_text().count("validation at iteration 2") == 2

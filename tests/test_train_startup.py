@@ -71,3 +71,20 @@ def test_max_iters_typed_under_epochs_is_refused_not_ignored(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "\nepochs: 2.0\n" not in printed and "  epochs: 2.0\n" in printed
     assert printed.endswith("the train log's first lines give the iterations\n")
+
+
+def test_print_config_shows_what_differs_from_the_defaults(capsys):
+    """About 100 lines in full; the demo's differences fit a screen, and the fast paths appear only when changed."""
+    assert train.main(["--config", str(ROOT / "configs/demo.yaml"), "--print-config"]) == 0
+    short = capsys.readouterr().out
+    assert short.startswith("# the keys set to other values than the defaults")
+    assert "  depth: 18\n" in short and "  max_iters: 200\n" in short and "fast" not in short
+    assert len(short.splitlines()) < 50
+    assert train.main(["--config", str(ROOT / "configs/demo.yaml"), "--print-config", "train.fast=false",
+                       "eval.fast.strip_conv=false"]) == 0  # fmt: skip
+    changed = capsys.readouterr().out
+    assert "  fast: false\n" in changed and "  fast:\n    strip_conv: false\n" in changed
+    assert train.main(["--config", str(ROOT / "configs/demo.yaml"), "--print-full-config"]) == 0
+    full = capsys.readouterr().out
+    assert "  fast:\n    reuse_memory: true\n" in full and "  crop_size: [256, 256]\n" in full
+    assert len(full.splitlines()) > 2 * len(short.splitlines())
