@@ -112,7 +112,6 @@ def test_dense_aliases(cls):
         lambda: ACBlock(16, 16, kernel_size=1),
         lambda: ACBlock(16, 16, kernel_size=4),
         lambda: ACBlock(16, 16, padding=-1),
-        lambda: MixConv(16, 32),
         lambda: MixConv(2),
         lambda: MixConv(16, kernel_sizes=(3, 4)),
         lambda: MixConv(16, kernel_sizes=()),

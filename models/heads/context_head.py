@@ -22,11 +22,13 @@ from ..modules import CONTEXT_MODULES, LOW_LEVEL_FUSIONS, CrossChannelPool
 REDUCTIONS = ("1x1", "3x3", "channel_max", "channel_avg")
 
 
-def resolve_width(width: int | float, in_channels: int) -> int:
-    """An int is a channel count; a float is a fraction of the head's input channels."""
+def resolve_width(width: int | float, in_channels: int, name: str) -> int:
+    """An int is a channel count; a float is a fraction of the head's input channels. ``name``: the argument."""
     channels = width if isinstance(width, int) else round(width * in_channels)
     if channels < 1:
-        raise ValueError(f"width {width} of {in_channels} input channels is {channels}; use a larger width")
+        raise BuildError(
+            name, f"{width} of {in_channels} input channels is {channels} channels; use a larger fraction or a count"
+        )
     return channels
 
 
@@ -80,11 +82,11 @@ class ContextHead(nn.Module):
             if not 1 <= stage <= len(in_channels):
                 raise BuildError(key, f"stage {stage} does not exist: the backbone returns stages 1-{len(in_channels)}")
         c_in = in_channels[in_stage - 1]
-        channels = resolve_width(channels, c_in)
+        channels = resolve_width(channels, c_in, "channels")
 
         self.reduce, width = nn.Identity(), c_in
         if reduce is not None:
-            width = resolve_width(reduce_channels if reduce_channels is not None else channels, c_in)
+            width = channels if reduce_channels is None else resolve_width(reduce_channels, c_in, "reduce_channels")
             self.reduce = _reduction(reduce, c_in, width, norm_layer)
 
         if context is None and (context_args or num_context != 1):

@@ -38,8 +38,8 @@ class ASPP(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = 256 if out_channels is None else out_channels
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"ASPP needs positive widths, got in_channels={in_channels}, out_channels={out_channels}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1 (or null for 256), got {out_channels}")
         self.dilations = tuple(dilations)
         if not self.dilations or any(not isinstance(d, int) or d < 1 for d in self.dilations):
             raise ValueError(

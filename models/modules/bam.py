@@ -43,10 +43,8 @@ class BAM(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 16), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 16), got {reduction}")
         if dilation < 1:
             raise ValueError(f"dilation must be >= 1 (paper: 4), got {dilation}")
         if num_dilated_convs < 0:

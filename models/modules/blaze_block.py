@@ -43,17 +43,18 @@ class BlazeBlock(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < in_channels:
+        # Library only (no config reaches it), so its constructor is where a caller's mistake is caught.
+        if out_channels < in_channels:
             raise ValueError(
-                f"BlazeBlock needs 1 <= in_channels <= out_channels (its shortcut can only append zero channels), "
+                f"out_channels must be >= in_channels (the shortcut can only append zero channels), "
                 f"got in_channels={in_channels}, out_channels={out_channels}"
             )
         if mid_channels is not None and mid_channels < 1:
-            raise ValueError(f"BlazeBlock mid_channels must be positive or None (single block), got {mid_channels}")
+            raise ValueError(f"mid_channels must be >= 1, or None for a single block, got {mid_channels}")
         if stride not in (1, 2):
-            raise ValueError(f"BlazeBlock stride must be 1 or 2 (the shortcut is a 2x2 max-pool), got {stride}")
+            raise ValueError(f"stride must be 1 or 2 (the shortcut is a 2x2 max-pool), got {stride}")
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"BlazeBlock kernel_size must be odd so padding keeps the size, got {kernel_size}")
+            raise ValueError(f"kernel_size must be odd so the padding keeps the size, got {kernel_size}")
         self.out_channels = out_channels
         self.channel_pad = out_channels - in_channels
 

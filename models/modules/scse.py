@@ -22,10 +22,8 @@ class SCSE(nn.Module):
 
     def __init__(self, in_channels: int, *, reduction: int = 2) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 2), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 2), got {reduction}")
         self.out_channels = in_channels
         hidden = max(1, in_channels // reduction)
         self.cse_reduce = nn.Conv2d(in_channels, hidden, 1, bias=False)

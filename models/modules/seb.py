@@ -31,11 +31,6 @@ class SemanticEmbeddingBranch(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, low_channels: int) -> None:
         super().__init__()
-        if min(in_channels, out_channels, low_channels) < 1:
-            raise ValueError(
-                "SemanticEmbeddingBranch needs positive widths, got "
-                f"in_channels={in_channels}, out_channels={out_channels}, low_channels={low_channels}"
-            )
         self.out_channels = out_channels
         self.high_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.low_conv = nn.Conv2d(low_channels, out_channels, 1)

@@ -29,7 +29,10 @@ class SSHContext(nn.Module):
     def __init__(self, in_channels: int, *, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         if in_channels < 2:
-            raise ValueError(f"SSHContext needs in_channels >= 2 (branch width is C // 2), got {in_channels}")
+            raise ValueError(
+                f"in_channels must be >= 2 (the branch width is C // 2), got {in_channels}; "
+                "give the head a wider reduce_channels"
+            )
         half = in_channels // 2
         self.out_channels = 2 * half
 
