@@ -25,7 +25,7 @@ def tiny_config(**backbone) -> Config:
     """SPNet at a fraction of the width and depth: same structure, fast on CPU."""
     defaults = dict(depth=50, stage_blocks=(1, 1, 2, 3), base_width=8)
     defaults.update(backbone)
-    return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults)))
+    return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults), head="sp"))
 
 
 def layout(name: str) -> dict[str, list[int]]:

@@ -165,6 +165,9 @@ def test_custom_lr_multipliers(tmp_path):
         build_optimizer(model, typo)
 
 
+RENAMED = "'mpm' is now 'sp' (SPNet's SP head)"
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -172,15 +175,19 @@ def test_custom_lr_multipliers(tmp_path):
         ("model.backbone.attention=sse", "model.backbone.attention: unknown name 'sse'"),
         ("model.backbone.block_conv=skk", "model.backbone.block_conv: unknown name 'skk'; did you mean 'sk'?"),
         (
-            "model.head_args.mpm.in_stage=5",
-            "model.head_args.mpm.in_stage: stage 5 does not exist: the backbone returns stages 1-4",
+            "model.head_args.sp.in_stage=5",
+            "model.head_args.sp.in_stage: stage 5 does not exist: the backbone returns stages 1-4",
         ),
         (
-            "model.head_args.mpm.low_level_stage=7",
-            "model.head_args.mpm.low_level_stage: stage 7 does not exist",
+            "model.head_args.sp.low_level_stage=7",
+            "model.head_args.sp.low_level_stage: stage 7 does not exist",
         ),
-        ("model.head_args.mpm.context_args.pool_size=[4]", "model.head_args.mpm.context_args: MixedPooling has no"),
         ("model.head_args.pmm.dropout=0", "model.head_args: unknown name 'pmm'; did you mean 'ppm'?"),
+        ("model.head=mpm", f"model.head: {RENAMED}; rename it in model.head and model.head_args"),
+        ("model.head_args.mpm.num_context=1", f"model.head_args: {RENAMED}; rename it in model.head and model.head_"),
+        ("model.aux_head=mpm", f"model.aux_head: {RENAMED}; rename it in model.aux_head and model.aux_head_args"),
+        ("model.aux_head_args.mpm.dropout=0", f"model.aux_head_args: {RENAMED}; rename it in model.aux_head and"),
+        ("model.head_args.sp.context_args.pool_size=[4]", "model.head_args.sp.context_args: MixedPooling has no"),
         (
             "model.backbone.attention_args.se.reductoin=4",
             "model.backbone.attention_args.se: SqueezeExcitation has no argument 'reductoin'; "
@@ -197,6 +204,22 @@ def test_bad_module_config_names_the_key_and_the_choices(override, message):
     with pytest.raises(BuildError) as err:
         build_model(cfg)
     assert message in str(err.value)
+
+
+def test_the_former_head_key_mpm_fails_with_the_new_key():
+    """'mpm' was the SP head's key; now it names only the mixed pooling module (``context: mpm``)."""
+    demo = ROOT / "configs/demo.yaml"
+    with pytest.raises(BuildError) as err:
+        build_model(load_config(demo, ["model.head=mpm"]))
+    assert str(err.value) == (
+        "model.head: 'mpm' is now 'sp' (SPNet's SP head); rename it in model.head and model.head_args"
+    )
+    with pytest.raises(BuildError, match=r"^model.aux_head_args: 'mpm' is now 'sp' \(SPNet's SP head\); rename it"):
+        build_model(load_config(demo, ["model.aux_head=null", "model.aux_head_args.mpm.dropout=0"]))
+    fcn_with_mpm = ["model.head=fcn", "model.head_args.fcn.reduce=1x1", "model.head_args.fcn.context=mpm"]
+    with torch.device("meta"):
+        model = build_model(load_config(demo, fcn_with_mpm))
+    assert type(model.head.context[0]).__name__ == "MixedPooling"
 
 
 ATTENTION = "model.backbone.attention"
@@ -230,7 +253,7 @@ ARGUMENT_CHECKS = [
     (["model.head=rfb", "model.head_args.rfb.context_args.stride=0"], "RFB: stride must be >= 1"),
     (["model.head=rfb", "model.head_args.rfb.context_args.visual=0"], "RFB: visual must be >= 1"),
     (["model.head=ssh", "model.head_args.ssh.reduce_channels=1"], "SSHContext: in_channels must be >= 2"),
-    (["model.head_args.mpm.reduce_channels=2"], "MixedPooling: in_channels must be >= 4"),
+    (["model.head_args.sp.reduce_channels=2"], "MixedPooling: in_channels must be >= 4"),
     ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.num_branches=0"], f"{BLOCK_CONV}_args.sk: SelectiveKernelConv: num_"),
     ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.reduction=0"], "SelectiveKernelConv: reduction and min_channels"),
     ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.groups=3"], "SelectiveKernelConv: groups=3 must divide"),
@@ -242,12 +265,12 @@ ARGUMENT_CHECKS = [
     ([f"{BLOCK_CONV}=mixconv", f"{BLOCK_CONV}_args.mixconv.kernel_sizes=[3, 4]"], "MixConv: kernel_sizes must be"),
     ([f"{BLOCK_CONV}=mixconv", "model.backbone.base_width=2"], "MixConv: kernel_sizes [3, 5, 7] splits the channels"),
     ([f"{BLOCK_CONV}=dwsep", f"{BLOCK_CONV}_args.dwsep.kernel_size=2"], "DepthwiseSeparableConv: kernel_size must"),
-    (["model.head_args.mpm.channels=0.001"], "model.head_args.mpm.channels: 0.001 of 256 input channels is 0"),
-    (["model.head_args.mpm.reduce_channels=0.001"], "model.head_args.mpm.reduce_channels: 0.001 of 256 input"),
+    (["model.head_args.sp.channels=0.001"], "model.head_args.sp.channels: 0.001 of 256 input channels is 0"),
+    (["model.head_args.sp.reduce_channels=0.001"], "model.head_args.sp.reduce_channels: 0.001 of 256 input"),
     (["model.head=fcn", "model.head_args.fcn.num_context=2"], "model.head_args.fcn.context_args: set only with a"),
-    (["model.head_args.mpm.reduce=2x2"], "model.head_args.mpm.reduce: unknown reduction '2x2'"),
+    (["model.head_args.sp.reduce=2x2"], "model.head_args.sp.reduce: unknown reduction '2x2'"),
     (
-        ["model.head_args.mpm.reduce=channel_max", "model.head_args.mpm.reduce_channels=100"],
+        ["model.head_args.sp.reduce=channel_max", "model.head_args.sp.reduce_channels=100"],
         "CrossChannelPool needs in_channels (256) to be a multiple of out_channels (100)",
     ),
     (["model.backbone.depth=51"], "unknown ResNet depth 51; choose from [18, 34, 50, 101, 152]"),
@@ -272,7 +295,7 @@ def test_every_argument_check_is_met_through_the_config(overrides, message):
 def test_switching_the_head_keeps_each_heads_arguments():
     """head_args holds every head's arguments by name: switching the head never hands SP head args to PPM."""
     cfg = load_config(ROOT / "configs/ade20k/spnet_r50.yaml", ["model.head=ppm", "model.backbone.pretrained=null"])
-    assert cfg.model.head_args["mpm"]["num_context"] == 2  # still there, unused
+    assert cfg.model.head_args["sp"]["num_context"] == 2  # still there, unused
     with torch.device("meta"):
         model = build_model(cfg)
     assert type(model.head.context[0]).__name__ == "PyramidPooling"
@@ -322,6 +345,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 COMPARE = sorted((ROOT / "configs/ade20k/compare").glob("*.yaml"))
+SP_HEAD_ROWS = {"mpm1": "sp", "mpm2": "sp"}  # head_mpm1 / head_mpm2: the SP head with 1 and 2 MPMs
 
 
 @pytest.mark.parametrize("path", COMPARE, ids=lambda p: p.stem)
@@ -334,8 +358,8 @@ def test_comparison_configs_change_only_their_module(path):
     changed = {k for k in base.keys() | row.keys() if base.get(k) != row.get(k)}
     kind, name = path.stem.split("_", 1)
     if kind == "head":
-        assert changed <= {"model.head", "model.head_args.mpm.num_context"}
-        assert row["model.head"] == name.rstrip("12")
+        assert changed <= {"model.head", "model.head_args.sp.num_context"}
+        assert row["model.head"] == SP_HEAD_ROWS.get(name, name)
     else:
         assert changed <= {"model.backbone.attention"}
         assert row["model.backbone.attention"] == (None if name == "none" else name)
@@ -343,7 +367,7 @@ def test_comparison_configs_change_only_their_module(path):
 
 def test_comparison_configs_cover_every_head_and_block_attention():
     rows = {p.stem for p in COMPARE}
-    assert {f"head_{h}" for h in HEADS if h != "mpm"} | {"head_mpm1", "head_mpm2"} == {
+    assert {f"head_{h}" for h in HEADS if h != "sp"} | {f"head_{row}" for row in SP_HEAD_ROWS} == {
         r for r in rows if r.startswith("head_")
     }
     assert {f"attention_{a}" for a in [*BLOCK_ATTENTION, "none"]} == {r for r in rows if r.startswith("attention_")}
