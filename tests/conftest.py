@@ -29,7 +29,7 @@ def tiny_config(**backbone) -> Config:
 
 
 def layout(name: str) -> dict[str, list[int]]:
-    """Key -> shape of a published checkpoint (copied from shared/reference)."""
+    """Key -> shape of a published checkpoint (``tests/data/<name>_state_dict.json``)."""
     return json.loads((DATA / f"{name}_state_dict.json").read_text())
 
 

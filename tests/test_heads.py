@@ -46,7 +46,7 @@ def test_fcn_head_is_the_official_fcn_head():
     head = HEADS["fcn"]((256, 512, 1024, 2048), 19)
     assert isinstance(head.reduce, torch.nn.Identity) and len(head.context) == 0
     assert head.bottleneck[0].out_channels == 512 and head.bottleneck[0].kernel_size == (3, 3)
-    assert _params(head) == 9_447_955  # official_spnet.md
+    assert _params(head) == 9_447_955  # the official FCNHead's count
     aux = HEADS["fcn"]((256, 512, 1024, 2048), 150, in_stage=3)
     assert _params(aux) == 2_398_358
 
@@ -92,7 +92,7 @@ def test_sp_head_is_the_official_sp_head():
     assert head.reduce[0].out_channels == 1024 and head.reduce[0].kernel_size == (1, 1)
     assert [type(m) for m in head.context] == [MixedPooling, MixedPooling]
     assert head.bottleneck[0].out_channels == 512
-    assert _params(head) == 15_623_699  # official_spnet.md
+    assert _params(head) == 15_623_699  # the official SPHead's count
 
 
 @pytest.mark.parametrize("num_context", [0, 1, 2, 3])

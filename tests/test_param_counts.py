@@ -1,4 +1,4 @@
-"""Parameter counts equal the official ones to the unit (tables of shared/reference/official_spnet.md).
+"""Parameter counts equal the official model's to the unit (github.com/Andrew-Qibin/SPNet; docs/model.md).
 
 Models are built on the ``meta`` device: shapes only, no memory, no forward pass.
 """

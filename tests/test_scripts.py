@@ -35,7 +35,7 @@ import convert_checkpoint  # noqa: E402
 import model_info  # noqa: E402
 import module_table  # noqa: E402
 
-PAPER_TABLE = {  # config -> (total, backbone, head, aux) from shared/reference/official_spnet.md
+PAPER_TABLE = {  # config -> (total, backbone, head, aux): the official model's counts (docs/model.md)
     "cityscapes/spnet_r50.yaml": (47_737_254, 29_748_864, 15_623_699, 2_364_691),
     "cityscapes/spnet_r101.yaml": (66_729_382, 48_740_992, 15_623_699, 2_364_691),
     "ade20k/spnet_r50.yaml": (47_838_124, 29_748_864, 15_690_902, 2_398_358),

@@ -2,7 +2,7 @@
 
 Paper: Chen, Papandreou, Schroff, Adam, "Rethinking Atrous Convolution for Semantic Image Segmentation"
 (DeepLabV3), arXiv 2017, https://arxiv.org/abs/1706.05587. ASPP first appeared in DeepLab v2
-(https://arxiv.org/abs/1606.00915); the source document links DeepLabv3+ (https://arxiv.org/abs/1802.02611).
+(https://arxiv.org/abs/1606.00915); the survey links DeepLabv3+ (https://arxiv.org/abs/1802.02611).
 
 Choices: the paper's module, not the document's single separable branch. Rates (12, 24, 36) are the
 output-stride-8 rates; a dilation of 1 denotes the 1x1 branch (mmseg convention). No dropout inside:

@@ -3,12 +3,12 @@
 Paper: Bazarevsky, Kartynnik, Vakunov, Raveendran, Grundmann, "BlazeFace: Sub-millisecond Neural Face
 Detection on Mobile GPUs", CVPR Workshops 2019, https://arxiv.org/abs/1907.05047.
 
-Choices: the structure follows the doc (the tkat0/PyTorch_BlazeFace port): norm after every conv, no
+Choices: the structure follows the survey (the tkat0/PyTorch_BlazeFace port): norm after every conv, no
 activation inside the single block, ReLU only between the halves of the double block and after the residual
-add. Convs keep their bias as in the doc, although a bias right before a norm is redundant (in train mode
+add. Convs keep their bias as in the survey, although a bias right before a norm is redundant (in train mode
 its gradient is zero). Fixed: with stride 2 the shortcut max-pool uses ``ceil_mode=True``, so on odd sizes it
 gives ``ceil(H / 2)`` like the depthwise conv (k odd, padding (k - 1) / 2, stride 2:
-``floor((H - 1) / 2) + 1 = ceil(H / 2)``); the doc's floor-mode pool gave ``floor(H / 2)``. Init: the doc's
+``floor((H - 1) / 2) + 1 = ceil(H / 2)``); the survey's floor-mode pool gave ``floor(H / 2)``. Init: the survey's
 ``initialize`` (He-normal fan_in conv weights, zero biases; norms keep weight 1 / bias 0), called here.
 A poor fit for a dilated backbone: there is no dilation argument.
 """

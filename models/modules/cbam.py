@@ -7,7 +7,7 @@ no norm after it. The official code instead orders the pooled maps [max, mean], 
 the k x k conv and uses biased Linear layers; that matters only for loading official weights. The
 official code starts that BatchNorm at weight 0, so its spatial gate is a uniform 0.5 at init; we get
 the same start by zero-initialising the spatial conv. Default reduction 16 as in the paper (the survey
-doc uses 4).
+uses 4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Paper: Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
 ICCV Workshops 2019, https://arxiv.org/abs/1904.11492. Official code: https://github.com/xvjiarui/GCNet.
-Choices: structure and initialisation follow the official ``ContextBlock`` (the survey doc omits the
+Choices: structure and initialisation follow the official ``ContextBlock`` (the survey omits the
 initialisation): He-normal (fan_in) mask conv with zero bias, and the last conv of each transform at zero,
 so with the default ``add`` fusion the block is the identity at init. With ``mul`` the official init starts
 the block at ``0.5 * x`` (sigmoid(0)); we keep that. Hidden width ``P = max(1, C // reduction)``; note that

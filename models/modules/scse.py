@@ -2,7 +2,7 @@
 
 Paper: Roy, Navab, Wachinger, "Concurrent Spatial and Channel 'Squeeze & Excitation' in Fully
 Convolutional Networks", MICCAI 2018, https://arxiv.org/abs/1803.02579.
-Choices: the cSE branch has a ReLU between its two bias-free 1x1 convs, as in the paper (the survey doc
+Choices: the cSE branch has a ReLU between its two bias-free 1x1 convs, as in the paper (the survey
 drops it, which collapses the two convs into one low-rank linear map). The branches are fused by
 addition, the paper's (conference version) choice. PyTorch's default initialisation.
 """

@@ -2,7 +2,7 @@
 
 Paper: Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018, https://arxiv.org/abs/1709.01507.
 Choices: the two FC layers are 1x1 convs with biases, as in the paper (the common PyTorch port and the
-survey doc use bias-free Linear layers). The paper prescribes no initialisation; PyTorch's default is used.
+survey use bias-free Linear layers). The paper prescribes no initialisation; PyTorch's default is used.
 """
 
 from __future__ import annotations
