@@ -437,3 +437,5 @@ def test_blaze_rejects_bad_arguments():
         BlazeBlock(16, 16, stride=3)
     with pytest.raises(ValueError, match="kernel_size"):
         BlazeBlock(16, 16, kernel_size=4)
+    with pytest.raises(ValueError, match="mid_channels"):
+        BlazeBlock(16, 16, mid_channels=0)

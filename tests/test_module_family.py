@@ -269,6 +269,8 @@ ARGUMENT_CHECKS = [
     (["model.head_args.sp.reduce_channels=0.001"], "model.head_args.sp.reduce_channels: 0.001 of 256 input"),
     (["model.head=fcn", "model.head_args.fcn.num_context=2"], "model.head_args.fcn.context_args: set only with a"),
     (["model.head_args.sp.reduce=2x2"], "model.head_args.sp.reduce: unknown reduction '2x2'"),
+    (["model.head_args.sp.context=pmm"], "model.head_args.sp.context: unknown name 'pmm'; did you mean 'ppm'?"),
+    (["model.head_args.sp.low_level=sbe"], "model.head_args.sp.low_level: unknown name 'sbe'; did you mean 'seb'?"),
     (
         ["model.head_args.sp.reduce=channel_max", "model.head_args.sp.reduce_channels=100"],
         "CrossChannelPool needs in_channels (256) to be a multiple of out_channels (100)",

@@ -20,7 +20,7 @@ class GCHead(ContextHead):
     """stage 4 (C) -> 3x3 conv to C/4 -> GC block (reduction 4) -> 3x3 conv to C/4 -> concat with stage 4
     (C + C/4) -> 3x3 conv to C/4 -> dropout 0.1 -> 1x1 classifier.
 
-    ``context_args`` replaces the preset as a whole: give ``reduction`` again when setting another option.
+    ``context_args`` replaces this default as a whole: give ``reduction`` again when setting another option.
     """
 
     def __init__(
