@@ -16,7 +16,7 @@ from torch import nn
 from utils.registry import check_options, construct, lookup
 
 from .backbones import ResNet
-from .heads import HEADS
+from .heads import HEADS, RENAMED_HEADS
 from .modules import BLOCK_ATTENTION, BLOCK_CONVS, CONTEXT_MODULES
 from .segmentor import SegmentationModel
 from .weights import load_backbone_weights
@@ -46,15 +46,19 @@ def build_norm_layer(name: str, groups: int = 32) -> Callable[[int], nn.Module]:
 
 
 def check_named_args(
-    table: Mapping[str, Callable[..., Any]], args: Mapping[str, Any], key: str, positional: int
+    table: Mapping[str, Callable[..., Any]],
+    args: Mapping[str, Any],
+    key: str,
+    positional: int,
+    renamed: Mapping[str, str] | None = None,
 ) -> None:
     """Every entry of a per-name ``*_args`` table names a class of ``table`` and only its arguments.
 
     Checked for all entries, not only the selected one, so a typo fails now and not in the run
-    that switches to that name.
+    that switches to that name. ``renamed``: as in ``lookup``.
     """
     for name, options in args.items():
-        cls = lookup(table, name, key)
+        cls = lookup(table, name, key, renamed)
         check_options(cls, f"{key}.{name}", options, positional)
 
 
@@ -99,6 +103,14 @@ def _factory(
     return functools.partial(construct, cls, f"{key}_args.{name}", options=options, offered={"norm_layer": norm_layer})
 
 
+def _renamed_heads(key: str) -> dict[str, str]:
+    """Former head keys -> the error line for a config that still uses one under ``key`` (``model.head``...)."""
+    return {
+        old: f"{old!r} is now {new!r} ({what}); rename it in {key} and {key}_args"
+        for old, (new, what) in RENAMED_HEADS.items()
+    }
+
+
 def build_head(
     name: str,
     args: Mapping[str, Mapping[str, Any]],
@@ -109,8 +121,9 @@ def build_head(
     **defaults: Any,
 ) -> nn.Module:
     """``HEADS[name]`` with its entry of the per-name ``args`` (``defaults`` fill what it leaves out)."""
-    check_named_args(HEADS, args, f"{key}_args", 2)
-    cls = lookup(HEADS, name, key)
+    renamed = _renamed_heads(key)
+    check_named_args(HEADS, args, f"{key}_args", 2, renamed)
+    cls = lookup(HEADS, name, key, renamed)
     options = {**defaults, **args.get(name, {})}
     return construct(
         cls, f"{key}_args.{name}", in_channels, num_classes, options=options, offered={"norm_layer": norm_layer}
@@ -137,7 +150,7 @@ def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
             in_stage=len(stages) - 1,
         )  # fmt: skip
     elif cfg.aux_head_args:
-        check_named_args(HEADS, cfg.aux_head_args, "model.aux_head_args", 2)
+        check_named_args(HEADS, cfg.aux_head_args, "model.aux_head_args", 2, _renamed_heads("model.aux_head"))
     if cfg.backbone.pretrained and load_pretrained:
         logger.info("%s", load_backbone_weights(backbone, cfg.backbone.pretrained))
     return SegmentationModel(backbone, head, aux_head)

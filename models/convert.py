@@ -120,9 +120,9 @@ def _infer_official_model_config(sd: StateDict) -> dict[str, Any]:
     return {
         "num_classes": int(sd["head.classifier.weight"].shape[0]),
         "backbone": backbone,
-        "head": "mpm",
+        "head": "sp",
         # the official grid sizes are fixed
-        "head_args": {"mpm": {"num_context": num_mpm, "context_args": {"pool_sizes": [20, 12]}}},
+        "head_args": {"sp": {"num_context": num_mpm, "context_args": {"pool_sizes": [20, 12]}}},
         "aux_head": "fcn" if "aux_head.classifier.weight" in sd else None,
     }
 

@@ -117,7 +117,7 @@ def official_arguments(cfg) -> dict[str, Any]:
     problems = [
         f"{key} = {value!r} (official: {want!r})"
         for key, value, want in (
-            ("model.head", m.head, "mpm"),
+            ("model.head", m.head, "sp"),
             ("model.aux_head", m.aux_head, "fcn"),
             ("model.norm", m.norm, "bn"),
             ("model.backbone.output_stride", b.output_stride, 8),

@@ -56,7 +56,7 @@ def convert(fmt: str, source: Path, output: Path, config_path: str | None = None
         print(
             f"official SPNet: {describe_layout(describe_resnet(converted, 'backbone.'))}, "
             f"{cfg.model.num_classes} classes, SPM {'on' if cfg.model.backbone.attention else 'off'}, "
-            f"{model_overrides['head_args']['mpm']['num_context']} MPMs, "
+            f"{model_overrides['head_args']['sp']['num_context']} MPMs, "
             f"aux head {'yes' if cfg.model.aux_head else 'no'}"
         )
         matches = [str(p.relative_to(ROOT)) for p in _matching_configs(cfg)]

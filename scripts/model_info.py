@@ -1,7 +1,7 @@
 """Parameter counts and FLOPs of the model a config describes.
 
     python scripts/model_info.py --config configs/cityscapes/spnet_r101.yaml --size 769 769
-    python scripts/model_info.py --config configs/ade20k/spnet_r50.yaml --json model.head_args.mpm.num_context=1
+    python scripts/model_info.py --config configs/ade20k/spnet_r50.yaml --json model.head_args.sp.num_context=1
 
 The model is built on the ``meta`` device (shapes without memory), so even R101 at 1024x2048 takes
 about a second. ``--train`` adds the FLOPs of one training image (train-mode forward with the aux

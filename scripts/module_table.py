@@ -40,11 +40,11 @@ from utils.config import load_config
 from utils.profiling import count_flops
 
 BEGIN, END = "<!-- module_table:begin -->", "<!-- module_table:end -->"
-HEAD_ROWS = {  # row -> (HEADS key, arguments); the mpm rows are SPNet's SP head with 1 and 2 MPMs
+HEAD_ROWS = {  # row -> (HEADS key, arguments); the sp rows are SPNet's SP head with 1 and 2 MPMs
     "fcn": ("fcn", {}),
-    "mpm x1": ("mpm", {"num_context": 1}),
-    "mpm x2 (SPNet)": ("mpm", {}),
-    **{name: (name, {}) for name in sorted(HEADS) if name not in ("fcn", "mpm")},
+    "sp (1 MPM)": ("sp", {"num_context": 1}),
+    "sp (2 MPMs, SPNet)": ("sp", {}),
+    **{name: (name, {}) for name in sorted(HEADS) if name not in ("fcn", "sp")},
 }
 MODEL_TABLES = {  # title -> (configs, input size)
     "ADE20K, R50, head changed": ("configs/ade20k/compare/head_*.yaml", (512, 512)),

@@ -25,11 +25,11 @@ def tiny_config(**backbone) -> Config:
     """SPNet at a fraction of the width and depth: same structure, fast on CPU."""
     defaults = dict(depth=50, stage_blocks=(1, 1, 2, 3), base_width=8)
     defaults.update(backbone)
-    return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults)))
+    return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults), head="sp"))
 
 
 def layout(name: str) -> dict[str, list[int]]:
-    """Key -> shape of a published checkpoint: its layout as published, without the values."""
+    """Key -> shape of a published checkpoint (``tests/data/<name>_state_dict.json``)."""
     return json.loads((DATA / f"{name}_state_dict.json").read_text())
 
 

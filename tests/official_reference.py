@@ -1,8 +1,8 @@
 """The official SPNet forward pass, written functionally over an official-layout state dict.
 
 Written from the computation of github.com/Andrew-Qibin/SPNet (models/resnet.py, customize.py,
-spnet.py, fcn.py), not from our modules: the tests compare our model, after conversion, against
-this. Eval mode only (BN uses running statistics,
+spnet.py, fcn.py), not from our modules: the tests
+compare our model, after conversion, against this. Eval mode only (BN uses running statistics,
 dropout is off). Works for any widths, so tests can also run it on small layouts.
 """
 

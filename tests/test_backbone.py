@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.backbones import ResNet, resolve_placement
-from models.modules import StripPooling
+from models.modules import SelectiveKernelConv, StripPooling
 
 
 def _conv2_dilations(stage):
@@ -105,6 +105,10 @@ def test_bad_arguments_are_explained():
         ResNet(50, output_stride=4)
     with pytest.raises(ValueError, match="unknown ResNet depth 51"):
         ResNet(51)
+    with pytest.raises(ValueError, match=r"attention_position must be one of \['mid', 'post', 'out'\], got 'pre'"):
+        ResNet(50, attention_position="pre")
+    with pytest.raises(ValueError, match="unknown block_conv_placement 'lsat'"):
+        ResNet(50, block_conv=SelectiveKernelConv, block_conv_placement="lsat")
 
 
 def test_official_initialisation():

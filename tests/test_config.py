@@ -29,19 +29,19 @@ def _write(tmp_path, name, text):
 
 
 def test_bases_merge_in_order_and_named_args_merge_by_name(tmp_path):
-    _write(tmp_path, "a.yaml", "model:\n  num_classes: 7\n  head_args: {mpm: {num_context: 1, dropout: 0.2}}\n")
+    _write(tmp_path, "a.yaml", "model:\n  num_classes: 7\n  head_args: {sp: {num_context: 1, dropout: 0.2}}\n")
     _write(tmp_path, "b.yaml", "model:\n  num_classes: 9\n  backbone: {depth: 101}\n")
     child = _write(
         tmp_path,
         "c.yaml",
-        "_base_: [a.yaml, b.yaml]\nmodel:\n  head: ppm\n  head_args: {ppm: {dropout: 0.3}, mpm: {num_context: 2}}\n",
+        "_base_: [a.yaml, b.yaml]\nmodel:\n  head: ppm\n  head_args: {ppm: {dropout: 0.3}, sp: {num_context: 2}}\n",
     )
     cfg = load_config(child)
     assert cfg.model.num_classes == 9  # the later base wins
     assert cfg.model.backbone.depth == 101 and cfg.model.backbone.output_stride == 8  # sections merge
     # per-name arguments live side by side; within a name they merge argument by argument
     assert cfg.model.head == "ppm"
-    assert cfg.model.head_args == {"mpm": {"num_context": 2, "dropout": 0.2}, "ppm": {"dropout": 0.3}}
+    assert cfg.model.head_args == {"sp": {"num_context": 2, "dropout": 0.2}, "ppm": {"dropout": 0.3}}
 
 
 def test_named_args_must_be_mappings_per_name():
@@ -57,14 +57,14 @@ def test_overrides_are_typed(tmp_path):
             "model.backbone.multi_grid=[1, 1, 1]",
             "model.backbone.deep_stem=false",
             "model.backbone.attention=null",
-            "model.head_args.mpm.num_context=1",
+            "model.head_args.sp.num_context=1",
             "model.backbone.pretrained=pretrained/r101.pth",
             "model.backbone.attention_placement=[[0], [], [], [0, 2]]",
         ],
     )
     b = cfg.model.backbone
     assert (b.depth, b.multi_grid, b.deep_stem, b.attention) == (101, (1, 1, 1), False, None)
-    assert cfg.model.head_args == {"mpm": {"num_context": 1, "context_args": {"pool_sizes": [20, 12]}}}
+    assert cfg.model.head_args == {"sp": {"num_context": 1, "context_args": {"pool_sizes": [20, 12]}}}
     assert b.pretrained == "pretrained/r101.pth"
     assert b.attention_placement == ((0,), (), (), (0, 2))
 
@@ -99,7 +99,7 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
 
 def test_a_file_or_override_that_is_not_yaml_is_one_line_with_its_line_and_column(tmp_path):
     """PyYAML's own message spans five lines with a source excerpt; the CLI prints one."""
-    path = _write(tmp_path, "broken.yaml", "model:\n  head: mpm\n num_classes: [1, 2\n")
+    path = _write(tmp_path, "broken.yaml", "model:\n  head: sp\n num_classes: [1, 2\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == (
@@ -107,9 +107,9 @@ def test_a_file_or_override_that_is_not_yaml_is_one_line_with_its_line_and_colum
         "expected <block end>, but found '<block mapping start>'"
     )
     with pytest.raises(ConfigError) as err:
-        load_config(ROOT / "configs/demo.yaml", ["model.head_args={mpm: [1"])
+        load_config(ROOT / "configs/demo.yaml", ["model.head_args={sp: [1"])
     assert "\n" not in str(err.value)
-    assert str(err.value).startswith("override 'model.head_args={mpm: [1': cannot parse value '{mpm: [1', line 1, ")
+    assert str(err.value).startswith("override 'model.head_args={sp: [1': cannot parse value '{sp: [1', line 1, ")
 
 
 def test_missing_base_names_both_files(tmp_path):
@@ -136,9 +136,9 @@ def test_unknown_names_and_arguments_fail_at_build_with_suggestions():
     with pytest.raises(ValueError, match=r"model.backbone.attention: unknown name 'stirp'; did you mean 'strip'\?"):
         build_model(load_config(path, ["model.backbone.attention=stirp"]))
     with pytest.raises(
-        ValueError, match=r"model.head_args.mpm: ContextHead \(preset .*\) has no argument 'num_contex'; did you mean"
+        ValueError, match=r"model.head_args.sp: SPHead has no argument 'num_contex'; did you mean 'num_context'\?"
     ):
-        build_model(load_config(path, ["model.head_args.mpm.num_contex=1"]))
+        build_model(load_config(path, ["model.head_args.sp.num_contex=1"]))
 
 
 def test_exponent_floats_without_a_dot(tmp_path):

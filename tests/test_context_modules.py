@@ -1,8 +1,10 @@
-"""Context modules (non-local, criss-cross, ASPP, PPM, SPP): the shared contract, then each module's maths."""
+"""Context modules (non-local, criss-cross, ASPP, PPM, SPP, RFB / RFB-s, SSH): the shared contract, then each
+module's maths."""
 
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -13,7 +15,9 @@ from models.modules.aspp import ASPP
 from models.modules.criss_cross import CrissCrossAttention
 from models.modules.non_local import NonLocal2d
 from models.modules.pyramid_pooling import PyramidPooling
+from models.modules.rfb import RFB, RFBSmall
 from models.modules.spp import SPP
+from models.modules.ssh import SSHContext
 
 # (class, out_channels for in_channels=16 with the defaults)
 CASES = [(NonLocal2d, 16), (CrissCrossAttention, 16), (ASPP, 256), (PyramidPooling, 32), (SPP, 64)]
@@ -366,3 +370,143 @@ def test_spp_custom_kernels_largest_first_and_input_gradient():
     assert torch.equal(y[:, 4:8], window_max(x, 3))
     y.sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------- RFB / RFB-s, SSH
+
+# name -> (factory, in_channels, expected out_channels): RFB needs >= 16 input channels
+MULTI_BRANCH = {
+    "rfb": (lambda: RFB(32), 32, 32),
+    "rfb_small": (lambda: RFBSmall(32), 32, 32),
+    "ssh": (lambda: SSHContext(16), 16, 16),
+}
+
+
+@pytest.mark.parametrize("size", [(33, 47), (1, 1)])
+@pytest.mark.parametrize("name", sorted(MULTI_BRANCH))
+def test_multi_branch_contract_train_mode(name, size):
+    factory, cin, cout = MULTI_BRANCH[name]
+    module = factory().train()
+    y = module(torch.randn(2, cin, *size))
+    assert module.out_channels == cout
+    assert y.shape == (2, cout, *size)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", sorted(MULTI_BRANCH))
+def test_multi_branch_backward_reaches_every_parameter_and_eval_is_deterministic(name):
+    factory, cin, _ = MULTI_BRANCH[name]
+    module = randomise(factory()).train()
+    x = torch.randn(2, cin, 13, 17, requires_grad=True)  # small: the contract test covers 33x47
+    module(x).square().mean().backward()
+    assert all(p.grad is not None for p in module.parameters())
+    # Non-zero check in eval mode: in train mode a conv bias right before a batch-statistics norm (SSH
+    # keeps the biases of its Caffe model) gets an exactly zero gradient, since the norm subtracts the mean.
+    module.eval().zero_grad()
+    x.grad = None
+    y = module(x)
+    (y * torch.randn_like(y)).sum().backward()
+    for pname, p in module.named_parameters():
+        assert p.grad.abs().sum() > 0, pname
+    assert (x.grad != 0).any()
+    with torch.no_grad():
+        assert torch.equal(module(x), module(x))
+
+
+@pytest.mark.parametrize("cls", [RFB, RFBSmall])
+@pytest.mark.parametrize("size", [(33, 47), (1, 1)])
+def test_rfb_stride2_all_branches_and_shortcut_agree(cls, size):
+    module = cls(32, 48, stride=2).train()
+    x = torch.randn(2, 32, *size)
+    expected = tuple(math.ceil(s / 2) for s in size)  # (17, 24) for 33x47
+    for branch in module.branches:
+        assert branch(x).shape[-2:] == expected
+    assert module.shortcut(x).shape[-2:] == expected
+    assert module(x).shape == (2, 48, *expected)
+
+
+@pytest.mark.parametrize("cls", [RFB, RFBSmall])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_rfb_scale_zero_is_relu_of_shortcut(cls, stride):
+    module = randomise(cls(32, 24, stride=stride, scale=0.0)).double().eval()
+    x = torch.randn(2, 32, 33, 47, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(module(x), torch.relu(module.shortcut(x)))
+
+
+def test_rfb_forward_equals_formula():
+    module = randomise(RFB(32, 16, scale=0.3, visual=2)).double().eval()
+    x = torch.randn(2, 32, 13, 9, dtype=torch.float64)
+    with torch.no_grad():
+        cat = torch.cat([b(x) for b in module.branches], dim=1)
+        expected = torch.relu(0.3 * module.linear(cat) + module.shortcut(x))
+        torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-10)
+
+
+def _basic(cin: int, cout: int, kernel_area: int) -> int:
+    return cin * cout * kernel_area + 2 * cout  # bias-free conv + norm weight and bias
+
+
+def test_rfb_parameter_count_matches_official_widths():
+    i = 512 // 8  # 64; 3 * (i // 2) = 96
+    branch0 = _basic(512, 2 * i, 1) + _basic(2 * i, 2 * i, 9)
+    branch1 = _basic(512, i, 1) + _basic(i, 2 * i, 9) + _basic(2 * i, 2 * i, 9)
+    branch2 = _basic(512, i, 1) + _basic(i, 96, 9) + _basic(96, 2 * i, 9) + _basic(2 * i, 2 * i, 9)
+    tail = _basic(6 * i, 512, 1) + _basic(512, 512, 1)
+    assert sum(p.numel() for p in RFB(512, 512).parameters()) == branch0 + branch1 + branch2 + tail
+
+
+def test_rfb_small_parameter_count_matches_official_widths():
+    i = 512 // 4  # 128; i // 2 = 64, 3 * (i // 4) = 96
+    branch0 = _basic(512, i, 1) + _basic(i, i, 9)
+    branch12 = 2 * (_basic(512, i, 1) + _basic(i, i, 3) + _basic(i, i, 9))
+    branch3 = _basic(512, 64, 1) + _basic(64, 96, 3) + _basic(96, i, 3) + _basic(i, i, 9)
+    tail = _basic(4 * i, 512, 1) + _basic(512, 512, 1)
+    assert sum(p.numel() for p in RFBSmall(512, 512).parameters()) == branch0 + branch12 + branch3 + tail
+
+
+def test_rfb_dilations_follow_visual():
+    module = RFB(32, visual=2)
+    assert [branch[-1][0].dilation for branch in module.branches] == [(2, 2), (3, 3), (5, 5)]
+    assert [branch[-1][0].dilation for branch in RFBSmall(32).branches] == [(1, 1), (3, 3), (3, 3), (5, 5)]
+
+
+@pytest.mark.parametrize("cls", [RFB, RFBSmall])
+def test_rfb_rejects_too_few_channels(cls):
+    cls(16)
+    with pytest.raises(ValueError, match=">= 16"):
+        cls(15)
+
+
+@pytest.mark.parametrize("channels", [7, 8])
+def test_ssh_output_width(channels):
+    module = SSHContext(channels)
+    assert module.out_channels == 2 * (channels // 2)
+    assert module(torch.randn(2, channels, 33, 47)).shape == (2, 2 * (channels // 2), 33, 47)
+    with pytest.raises(ValueError):
+        SSHContext(1)
+
+
+def test_ssh_impulse_response_is_5x5_then_7x7():
+    module = SSHContext(8).double().eval()
+    # Positive weights, inputs and norm shifts keep every pre-activation positive, so the ReLUs are the
+    # identity and a positive impulse changes exactly the positions inside the receptive field (no cancellation).
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.uniform_(0.05, 0.15)
+                m.bias.uniform_(0.0, 0.1)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(0.0, 1.0)
+                m.running_mean.uniform_(-1.0, 0.0)
+                m.running_var.uniform_(0.5, 1.5)
+        x = torch.rand(1, 8, 17, 17, dtype=torch.float64)
+        y = module(x)
+        assert (y > 0).all()
+        x[0, 3, 8, 8] += 1.0
+        changed = (module(x) - y).abs() > 1e-12  # (1, 8, 17, 17)
+    rows = torch.arange(17)
+    for half, radius in ((changed[0, :4], 2), (changed[0, 4:], 3)):
+        window = ((rows - 8).abs() <= radius)[:, None] & ((rows - 8).abs() <= radius)[None, :]
+        assert torch.equal(half, window.expand_as(half))  # every channel: changed inside, unchanged outside

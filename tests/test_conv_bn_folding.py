@@ -1,4 +1,4 @@
-"""Conv+BN folding (spec section 15): ``fold_conv_bn`` against ``bn(conv(x))``, ``fold_model`` on small models."""
+"""Conv+BN folding: ``fold_conv_bn`` against ``bn(conv(x))``, ``fold_model`` on small models."""
 
 from __future__ import annotations
 

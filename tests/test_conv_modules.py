@@ -1,8 +1,10 @@
-"""Block convs (drop-in replacements for a ResNet block's 3x3 conv): contracts and paper properties."""
+"""Block convs (drop-in replacements for a ResNet block's 3x3 conv) and the library-only BlazeBlock: contracts
+and paper properties."""
 
 from __future__ import annotations
 
 import inspect
+import math
 from functools import partial
 
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from models.modules.acnet import ACBlock
+from models.modules.blaze_block import BlazeBlock
 from models.modules.depthwise_separable import DepthwiseSeparableConv
 from models.modules.mixconv import MixConv
 from models.modules.selective_kernel import SelectiveKernelConv
@@ -109,7 +112,6 @@ def test_dense_aliases(cls):
         lambda: ACBlock(16, 16, kernel_size=1),
         lambda: ACBlock(16, 16, kernel_size=4),
         lambda: ACBlock(16, 16, padding=-1),
-        lambda: MixConv(16, 32),
         lambda: MixConv(2),
         lambda: MixConv(16, kernel_sizes=(3, 4)),
         lambda: MixConv(16, kernel_sizes=()),
@@ -345,3 +347,95 @@ def test_depthwise_separable_output_size(stride, dilation, norm_layer):
     x = torch.randn(2, 6, 33, 47)
     y = DepthwiseSeparableConv(6, 10, stride=stride, dilation=dilation, norm_layer=norm_layer)(x)
     assert y.shape == nn.Conv2d(6, 10, 3, stride, dilation, dilation)(x).shape
+
+
+# --- BlazeBlock (library only: no dilation, so in no table) -------------------------------------------
+
+BLAZE = {  # name -> (factory, in_channels, expected out_channels)
+    "blaze_single": (lambda: BlazeBlock(16, 24), 16, 24),
+    "blaze_double": (lambda: BlazeBlock(16, 24, mid_channels=8), 16, 24),
+}
+
+
+@pytest.mark.parametrize("size", [(33, 47), (1, 1)])
+@pytest.mark.parametrize("name", sorted(BLAZE))
+def test_blaze_contract_train_mode(name, size):
+    factory, cin, cout = BLAZE[name]
+    module = factory().train()
+    y = module(torch.randn(2, cin, *size))
+    assert module.out_channels == cout
+    assert y.shape == (2, cout, *size)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", sorted(BLAZE))
+def test_blaze_backward_reaches_every_parameter_and_eval_is_deterministic(name):
+    factory, cin, _ = BLAZE[name]
+    module = factory()
+    with torch.no_grad():
+        for p in module.parameters():
+            nn.init.normal_(p, std=0.1)
+    random_bn(module).train()
+    x = torch.randn(2, cin, 13, 17, requires_grad=True)  # small: the contract test covers 33x47
+    module(x).square().mean().backward()
+    assert all(p.grad is not None for p in module.parameters())
+    # Non-zero check in eval mode: in train mode a conv bias right before a batch-statistics norm (BlazeBlock
+    # keeps the biases of the PyTorch port) gets an exactly zero gradient, since the norm subtracts the mean.
+    module.eval().zero_grad()
+    x.grad = None
+    y = module(x)
+    (y * torch.randn_like(y)).sum().backward()
+    for pname, p in module.named_parameters():
+        assert p.grad.abs().sum() > 0, pname
+    assert (x.grad != 0).any()
+    with torch.no_grad():
+        assert torch.equal(module(x), module(x))
+
+
+def _blaze_shortcut(x: torch.Tensor, stride: int, cout: int) -> torch.Tensor:
+    """Pool written as a reshape: pad odd sizes with -inf (never the max), then 2x2 groups."""
+    if stride == 2:
+        n, c, h, w = x.shape
+        x = F.pad(x, (0, w % 2, 0, h % 2), value=-math.inf)
+        x = x.reshape(n, c, (h + 1) // 2, 2, (w + 1) // 2, 2).amax(dim=(3, 5))  # (B, C, ceil(H/2), ceil(W/2))
+    return torch.cat([x, x.new_zeros(x.shape[0], cout - x.shape[1], *x.shape[2:])], dim=1)
+
+
+@pytest.mark.parametrize("size", [(32, 48), (33, 47)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mid", [None, 8])
+def test_blaze_zero_convs_give_relu_of_shortcut(mid, stride, size):
+    module = BlazeBlock(16, 24, mid_channels=mid, stride=stride).double().eval()
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+    # Norms keep weight 1, bias 0, running mean 0, var 1: they map the zero conv output to exactly 0 (eps only
+    # scales the zero), so the main path is 0.
+    x = torch.randn(2, 16, *size, dtype=torch.float64)
+    with torch.no_grad():
+        y = module(x)
+    assert torch.equal(y, torch.relu(_blaze_shortcut(x, stride, 24)))
+    assert torch.equal(y[:, 16:], torch.zeros_like(y[:, 16:]))
+
+
+@pytest.mark.parametrize("size", [(32, 48), (33, 47), (1, 1)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mid", [None, 8])
+def test_blaze_shapes(mid, stride, size):
+    module = BlazeBlock(16, 24, mid_channels=mid, stride=stride).train()
+    y = module(torch.randn(2, 16, *size))
+    assert y.shape == (2, 24, *(math.ceil(s / stride) for s in size))
+    assert len(module.main) == (2 if mid is None else 4)
+
+
+def test_blaze_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="out_channels"):
+        BlazeBlock(24, 16)
+    with pytest.raises(ValueError, match="stride"):
+        BlazeBlock(16, 16, stride=3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        BlazeBlock(16, 16, kernel_size=4)
+    with pytest.raises(ValueError, match="mid_channels"):
+        BlazeBlock(16, 16, mid_channels=0)

@@ -1,9 +1,8 @@
 """Official SPNet weights: converted, they give the official logits (float64, to 1e-9).
 
-The state dict has exactly the official key -> shape layout (tests/data: the official checkpoint's
-keys and shapes, as published) with distinct random values, so a tensor in the wrong module (two
-same-shaped convs swapped, a BN's statistics in another BN) changes the output and fails the
-comparison.
+The state dict has exactly the published checkpoint's key -> shape layout (tests/data) with
+distinct random values, so a tensor in the wrong module (two same-shaped convs swapped, a BN's
+statistics in another BN) changes the output and fails the comparison.
 The expected logits come from ``official_reference.py``, the official forward written over the
 official names.
 """

@@ -1,6 +1,10 @@
-"""Heads: the contract of every ``HEADS`` preset, the paper widths, stages, low-level fusion, bad input."""
+"""Heads: the contract of every ``HEADS`` entry, each paper head's definition, the paper widths, stages,
+low-level fusion, bad input."""
 
 from __future__ import annotations
+
+import inspect
+import sys
 
 import pytest
 import torch
@@ -42,22 +46,58 @@ def test_fcn_head_is_the_official_fcn_head():
     head = HEADS["fcn"]((256, 512, 1024, 2048), 19)
     assert isinstance(head.reduce, torch.nn.Identity) and len(head.context) == 0
     assert head.bottleneck[0].out_channels == 512 and head.bottleneck[0].kernel_size == (3, 3)
-    assert _params(head) == 9_447_955  # the official model's count (measured)
+    assert _params(head) == 9_447_955  # the official FCNHead's count
     aux = HEADS["fcn"]((256, 512, 1024, 2048), 150, in_stage=3)
     assert _params(aux) == 2_398_358
 
 
-def test_mpm_head_is_the_official_sp_head():
-    head = HEADS["mpm"]((256, 512, 1024, 2048), 19)
+# Every argument set away from every head's default, so a head that drops or hard-codes one differs.
+EVERY_ARGUMENT = dict(
+    in_stage=3,
+    reduce="3x3",
+    reduce_channels=12,
+    context="ppm",
+    context_args={"bins": [1, 2]},
+    num_context=2,
+    post_conv=True,
+    concat_input=True,
+    bottleneck=1,
+    channels=8,
+    low_level="seb",
+    low_level_stage=2,
+    dropout=0.3,
+)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_is_its_papers_defaults_and_passes_every_argument_on(name):
+    """A paper head takes every ContextHead argument (all settable from the config), in the data's order, and
+    only its defaults differ: given every argument, it builds exactly the ContextHead those arguments give."""
+    cls = HEADS[name]
+    assert list(inspect.signature(cls).parameters) == list(inspect.signature(ContextHead).parameters)
+    head, plain = cls(STAGES, 5, **EVERY_ARGUMENT), ContextHead(STAGES, 5, **EVERY_ARGUMENT)
+    assert {k: v.shape for k, v in head.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert head.in_stages == plain.in_stages == (3, 2) and head.concat_input and head.dropout.p == 0.3
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_states_its_figure_and_its_source(name):
+    cls = HEADS[name]
+    assert cls.__doc__.startswith("stage ") and "classifier" in cls.__doc__  # the figure, input to logits
+    assert "https://" in sys.modules[cls.__module__].__doc__  # the paper (or the code it comes from)
+
+
+def test_sp_head_is_the_official_sp_head():
+    head = HEADS["sp"]((256, 512, 1024, 2048), 19)
     assert head.reduce[0].out_channels == 1024 and head.reduce[0].kernel_size == (1, 1)
     assert [type(m) for m in head.context] == [MixedPooling, MixedPooling]
     assert head.bottleneck[0].out_channels == 512
-    assert _params(head) == 15_623_699  # the official model's count (measured)
+    assert _params(head) == 15_623_699  # the official SPHead's count
 
 
 @pytest.mark.parametrize("num_context", [0, 1, 2, 3])
 def test_number_of_context_modules(num_context):
-    head = HEADS["mpm"](STAGES, 5, num_context=num_context, context_args={"pool_sizes": (4, 2)}).eval()
+    head = HEADS["sp"](STAGES, 5, num_context=num_context, context_args={"pool_sizes": (4, 2)}).eval()
     assert len(head.context) == num_context
     assert all(m.pool_sizes == (4, 2) for m in head.context)
     assert head.reduce[0].out_channels == 32 and head.bottleneck[0].out_channels == 16
@@ -73,7 +113,7 @@ def test_widths_are_fractions_or_channel_counts():
 
 
 def test_cross_channel_pooling_reduction_is_parameter_free():
-    head = ContextHead(STAGES, 3, reduce="channel_max", reduce_channels=16, context="ppm")
+    head = HEADS["fcn"](STAGES, 3, reduce="channel_max", reduce_channels=16, context="ppm")
     assert isinstance(head.reduce, CrossChannelPool) and _params(head.reduce) == 0
     x = torch.randn(1, 64, 5, 6)
     assert head.eval()([x]).shape == (1, 3, 5, 6)
@@ -88,7 +128,7 @@ def test_low_level_fusion_reads_a_second_stage_at_its_resolution():
 
 
 def test_dropout_only_in_training():
-    head = HEADS["mpm"](STAGES, 3)
+    head = HEADS["sp"](STAGES, 3)
     x = [torch.randn(1, 64, 8, 8)]
     head.eval()
     assert torch.equal(head(x), head(x))
@@ -109,5 +149,5 @@ def test_dropout_only_in_training():
 )
 def test_bad_arguments_name_their_key(kwargs, key, message):
     with pytest.raises(BuildError) as err:
-        ContextHead(STAGES, 3, **kwargs)
+        HEADS["fcn"](STAGES, 3, **kwargs)
     assert err.value.key == key and message in str(err.value)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_config
-from models import build_model
+from models import build_model, build_norm_layer
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 97, 129), (1, 3, 65, 65)])
@@ -50,6 +50,8 @@ def test_group_norm_model():
     model = build_model(cfg)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert model.eval()(torch.randn(1, 3, 65, 65))["out"].shape == (1, 5, 65, 65)
+    with pytest.raises(ValueError, match=r"unknown norm 'ln'; choose from \['bn', 'gn'\]"):
+        build_norm_layer("ln")  # from Python: a config's model.norm is checked when it is loaded
 
 
 def test_channels_last_gives_the_same_logits():

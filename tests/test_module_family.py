@@ -165,6 +165,9 @@ def test_custom_lr_multipliers(tmp_path):
         build_optimizer(model, typo)
 
 
+RENAMED = "'mpm' is now 'sp' (SPNet's SP head)"
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -172,15 +175,19 @@ def test_custom_lr_multipliers(tmp_path):
         ("model.backbone.attention=sse", "model.backbone.attention: unknown name 'sse'"),
         ("model.backbone.block_conv=skk", "model.backbone.block_conv: unknown name 'skk'; did you mean 'sk'?"),
         (
-            "model.head_args.mpm.in_stage=5",
-            "model.head_args.mpm.in_stage: stage 5 does not exist: the backbone returns stages 1-4",
+            "model.head_args.sp.in_stage=5",
+            "model.head_args.sp.in_stage: stage 5 does not exist: the backbone returns stages 1-4",
         ),
         (
-            "model.head_args.mpm.low_level_stage=7",
-            "model.head_args.mpm.low_level_stage: stage 7 does not exist",
+            "model.head_args.sp.low_level_stage=7",
+            "model.head_args.sp.low_level_stage: stage 7 does not exist",
         ),
-        ("model.head_args.mpm.context_args.pool_size=[4]", "model.head_args.mpm.context_args: MixedPooling has no"),
         ("model.head_args.pmm.dropout=0", "model.head_args: unknown name 'pmm'; did you mean 'ppm'?"),
+        ("model.head=mpm", f"model.head: {RENAMED}; rename it in model.head and model.head_args"),
+        ("model.head_args.mpm.num_context=1", f"model.head_args: {RENAMED}; rename it in model.head and model.head_"),
+        ("model.aux_head=mpm", f"model.aux_head: {RENAMED}; rename it in model.aux_head and model.aux_head_args"),
+        ("model.aux_head_args.mpm.dropout=0", f"model.aux_head_args: {RENAMED}; rename it in model.aux_head and"),
+        ("model.head_args.sp.context_args.pool_size=[4]", "model.head_args.sp.context_args: MixedPooling has no"),
         (
             "model.backbone.attention_args.se.reductoin=4",
             "model.backbone.attention_args.se: SqueezeExcitation has no argument 'reductoin'; "
@@ -199,10 +206,98 @@ def test_bad_module_config_names_the_key_and_the_choices(override, message):
     assert message in str(err.value)
 
 
+def test_the_former_head_key_mpm_fails_with_the_new_key():
+    """'mpm' was the SP head's key; now it names only the mixed pooling module (``context: mpm``)."""
+    demo = ROOT / "configs/demo.yaml"
+    with pytest.raises(BuildError) as err:
+        build_model(load_config(demo, ["model.head=mpm"]))
+    assert str(err.value) == (
+        "model.head: 'mpm' is now 'sp' (SPNet's SP head); rename it in model.head and model.head_args"
+    )
+    with pytest.raises(BuildError, match=r"^model.aux_head_args: 'mpm' is now 'sp' \(SPNet's SP head\); rename it"):
+        build_model(load_config(demo, ["model.aux_head=null", "model.aux_head_args.mpm.dropout=0"]))
+    fcn_with_mpm = ["model.head=fcn", "model.head_args.fcn.reduce=1x1", "model.head_args.fcn.context=mpm"]
+    with torch.device("meta"):
+        model = build_model(load_config(demo, fcn_with_mpm))
+    assert type(model.head.context[0]).__name__ == "MixedPooling"
+
+
+ATTENTION = "model.backbone.attention"
+BLOCK_CONV = "model.backbone.block_conv"
+
+# Every argument check of the backbone, heads and modules, met the way a user meets it: a config value.
+# (overrides on configs/demo.yaml, the start of the one-line error). Widths: stages 32, 64, 128, 256.
+ARGUMENT_CHECKS = [
+    ([f"{ATTENTION}=se", f"{ATTENTION}_args.se.reduction=0"], f"{ATTENTION}_args.se: SqueezeExcitation: reduction"),
+    ([f"{ATTENTION}=scse", f"{ATTENTION}_args.scse.reduction=0"], f"{ATTENTION}_args.scse: SCSE: reduction must"),
+    ([f"{ATTENTION}=cbam", f"{ATTENTION}_args.cbam.reduction=0"], f"{ATTENTION}_args.cbam: CBAM: reduction must"),
+    ([f"{ATTENTION}=cbam", f"{ATTENTION}_args.cbam.kernel_size=4"], f"{ATTENTION}_args.cbam: CBAM: kernel_size"),
+    ([f"{ATTENTION}=bam", f"{ATTENTION}_args.bam.reduction=0"], f"{ATTENTION}_args.bam: BAM: reduction must"),
+    ([f"{ATTENTION}=bam", f"{ATTENTION}_args.bam.dilation=0"], f"{ATTENTION}_args.bam: BAM: dilation must"),
+    ([f"{ATTENTION}=bam", f"{ATTENTION}_args.bam.num_dilated_convs=-1"], "BAM: num_dilated_convs must be >= 0"),
+    ([f"{ATTENTION}=gc", f"{ATTENTION}_args.gc.reduction=0"], f"{ATTENTION}_args.gc: GlobalContext: reduction"),
+    ([f"{ATTENTION}=gc", f"{ATTENTION}_args.gc.pooling=max"], "GlobalContext: pooling must be one of"),
+    ([f"{ATTENTION}=gc", f"{ATTENTION}_args.gc.fusions=[]"], "GlobalContext: fusions must be a non-empty list"),
+    ([f"{ATTENTION}=gc", f"{ATTENTION}_args.gc.fusions=[add, add]"], "GlobalContext: fusions must not repeat"),
+    (["model.head=cc", "model.head_args.cc.context_args.reduction=0"], "model.head_args.cc.context_args: Criss"),
+    (["model.head=cc", "model.head_args.cc.context_args.recurrence=0"], "CrissCrossAttention: recurrence must"),
+    (["model.head=nonlocal", "model.head_args.nonlocal.context_args.reduction=0"], "NonLocal2d: reduction must"),
+    (["model.head=ppm", "model.head_args.ppm.context_args.reduction=0"], "PyramidPooling: reduction must"),
+    (["model.head=ppm", "model.head_args.ppm.context_args.bins=[1, 0]"], "PyramidPooling: bins must"),
+    (["model.head=aspp", "model.head_args.aspp.context_args.out_channels=0"], "ASPP: out_channels must be >= 1"),
+    (["model.head=aspp", "model.head_args.aspp.context_args.dilations=[]"], "ASPP: dilations must"),
+    (["model.head=spp", "model.head_args.spp.context_args.kernel_sizes=[5, 8]"], "SPP: kernel_sizes must be odd"),
+    (["model.head=rfb", "model.head_args.rfb.reduce_channels=8"], "rfb.context_args: RFB: in_channels must be >= 16"),
+    (["model.head=rfb", "model.head_args.rfb.context=rfb_s", "model.head_args.rfb.reduce_channels=8"], "RFBSmall: in_"),
+    (["model.head=rfb", "model.head_args.rfb.context_args.out_channels=0"], "RFB: out_channels must be >= 1"),
+    (["model.head=rfb", "model.head_args.rfb.context_args.stride=0"], "RFB: stride must be >= 1"),
+    (["model.head=rfb", "model.head_args.rfb.context_args.visual=0"], "RFB: visual must be >= 1"),
+    (["model.head=ssh", "model.head_args.ssh.reduce_channels=1"], "SSHContext: in_channels must be >= 2"),
+    (["model.head_args.sp.reduce_channels=2"], "MixedPooling: in_channels must be >= 4"),
+    ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.num_branches=0"], f"{BLOCK_CONV}_args.sk: SelectiveKernelConv: num_"),
+    ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.reduction=0"], "SelectiveKernelConv: reduction and min_channels"),
+    ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_args.sk.groups=3"], "SelectiveKernelConv: groups=3 must divide"),
+    ([f"{BLOCK_CONV}=split_attention", f"{BLOCK_CONV}_args.split_attention.radix=0"], "SplitAttentionConv: radix,"),
+    ([f"{BLOCK_CONV}=split_attention", f"{BLOCK_CONV}_args.split_attention.kernel_size=2"], "kernel_size must be odd"),
+    ([f"{BLOCK_CONV}=split_attention", f"{BLOCK_CONV}_args.split_attention.groups=3"], "groups * radix = 6 must"),
+    ([f"{BLOCK_CONV}=acnet", f"{BLOCK_CONV}_args.acnet.kernel_size=1"], "ACBlock: kernel_size must be odd and >= 3"),
+    ([f"{BLOCK_CONV}=acnet", f"{BLOCK_CONV}_args.acnet.padding=-1"], "ACBlock: padding must be >= 0"),
+    ([f"{BLOCK_CONV}=mixconv", f"{BLOCK_CONV}_args.mixconv.kernel_sizes=[3, 4]"], "MixConv: kernel_sizes must be"),
+    ([f"{BLOCK_CONV}=mixconv", "model.backbone.base_width=2"], "MixConv: kernel_sizes [3, 5, 7] splits the channels"),
+    ([f"{BLOCK_CONV}=dwsep", f"{BLOCK_CONV}_args.dwsep.kernel_size=2"], "DepthwiseSeparableConv: kernel_size must"),
+    (["model.head_args.sp.channels=0.001"], "model.head_args.sp.channels: 0.001 of 256 input channels is 0"),
+    (["model.head_args.sp.reduce_channels=0.001"], "model.head_args.sp.reduce_channels: 0.001 of 256 input"),
+    (["model.head=fcn", "model.head_args.fcn.num_context=2"], "model.head_args.fcn.context_args: set only with a"),
+    (["model.head_args.sp.reduce=2x2"], "model.head_args.sp.reduce: unknown reduction '2x2'"),
+    (["model.head_args.sp.context=pmm"], "model.head_args.sp.context: unknown name 'pmm'; did you mean 'ppm'?"),
+    (["model.head_args.sp.low_level=sbe"], "model.head_args.sp.low_level: unknown name 'sbe'; did you mean 'seb'?"),
+    (
+        ["model.head_args.sp.reduce=channel_max", "model.head_args.sp.reduce_channels=100"],
+        "CrossChannelPool needs in_channels (256) to be a multiple of out_channels (100)",
+    ),
+    (["model.backbone.depth=51"], "unknown ResNet depth 51; choose from [18, 34, 50, 101, 152]"),
+    (["model.backbone.stage_blocks=[1, 1, 1]"], "stage_blocks must be 4 positive block counts, got [1, 1, 1]"),
+    (["model.backbone.multi_grid=[1, 2, 4]"], "multi_grid [1, 2, 4] needs one entry per block of stage 4"),
+    (["model.backbone.attention_placement=offical"], "unknown attention_placement 'offical'; choose from"),
+    (["model.backbone.attention_placement=[[0]]"], "attention_placement needs one list of block indices per stage"),
+    (["model.backbone.attention_placement=[[2], [], [], []]"], "attention_placement: stage 1 has 2 blocks"),
+    ([f"{BLOCK_CONV}=sk", f"{BLOCK_CONV}_placement=lsat"], "unknown block_conv_placement 'lsat'; choose from"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", ARGUMENT_CHECKS, ids=lambda v: v[-1] if isinstance(v, list) else "")
+def test_every_argument_check_is_met_through_the_config(overrides, message):
+    """Each check a constructor keeps is on a value a config sets, and its one line names where and the fix."""
+    cfg = load_config(ROOT / "configs/demo.yaml", overrides)
+    with pytest.raises(ValueError) as err, torch.device("meta"):
+        build_model(cfg)
+    assert message in str(err.value)
+
+
 def test_switching_the_head_keeps_each_heads_arguments():
     """head_args holds every head's arguments by name: switching the head never hands SP head args to PPM."""
     cfg = load_config(ROOT / "configs/ade20k/spnet_r50.yaml", ["model.head=ppm", "model.backbone.pretrained=null"])
-    assert cfg.model.head_args["mpm"]["num_context"] == 2  # still there, unused
+    assert cfg.model.head_args["sp"]["num_context"] == 2  # still there, unused
     with torch.device("meta"):
         model = build_model(cfg)
     assert type(model.head.context[0]).__name__ == "PyramidPooling"
@@ -252,6 +347,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 COMPARE = sorted((ROOT / "configs/ade20k/compare").glob("*.yaml"))
+SP_HEAD_ROWS = {"mpm1": "sp", "mpm2": "sp"}  # head_mpm1 / head_mpm2: the SP head with 1 and 2 MPMs
 
 
 @pytest.mark.parametrize("path", COMPARE, ids=lambda p: p.stem)
@@ -264,8 +360,8 @@ def test_comparison_configs_change_only_their_module(path):
     changed = {k for k in base.keys() | row.keys() if base.get(k) != row.get(k)}
     kind, name = path.stem.split("_", 1)
     if kind == "head":
-        assert changed <= {"model.head", "model.head_args.mpm.num_context"}
-        assert row["model.head"] == name.rstrip("12")
+        assert changed <= {"model.head", "model.head_args.sp.num_context"}
+        assert row["model.head"] == SP_HEAD_ROWS.get(name, name)
     else:
         assert changed <= {"model.backbone.attention"}
         assert row["model.backbone.attention"] == (None if name == "none" else name)
@@ -273,7 +369,7 @@ def test_comparison_configs_change_only_their_module(path):
 
 def test_comparison_configs_cover_every_head_and_block_attention():
     rows = {p.stem for p in COMPARE}
-    assert {f"head_{h}" for h in HEADS if h != "mpm"} | {"head_mpm1", "head_mpm2"} == {
+    assert {f"head_{h}" for h in HEADS if h != "sp"} | {f"head_{row}" for row in SP_HEAD_ROWS} == {
         r for r in rows if r.startswith("head_")
     }
     assert {f"attention_{a}" for a in [*BLOCK_ATTENTION, "none"]} == {r for r in rows if r.startswith("attention_")}

@@ -228,7 +228,7 @@ def test_mixed_pooling_properties():
 def test_mixed_pooling_parameter_count():
     with torch.device("meta"):
         mpm = MixedPooling(1024)
-    assert sum(p.numel() for p in mpm.parameters()) == 4_397_568  # the official model's count (measured)
+    assert sum(p.numel() for p in mpm.parameters()) == 4_397_568  # the official MPM's count
 
 
 def test_mixed_pooling_matches_official_computation():

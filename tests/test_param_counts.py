@@ -1,5 +1,4 @@
-"""Parameter counts equal the official ones to the unit: the official model's counts, measured by
-instantiating the official code (BN affine parameters included, buffers excluded).
+"""Parameter counts equal the official model's to the unit (github.com/Andrew-Qibin/SPNet; docs/model.md).
 
 Models are built on the ``meta`` device: shapes only, no memory, no forward pass.
 """
@@ -24,7 +23,7 @@ def _counts(cfg: Config) -> dict[str, int]:
     return {"total": n(model), "backbone": n(model.backbone), "head": n(model.head), "aux": n(model.aux_head)}
 
 
-def _spnet(depth: int, classes: int, spm: bool = True, head: str = "mpm", head_args=None, aux=True) -> Config:
+def _spnet(depth: int, classes: int, spm: bool = True, head: str = "sp", head_args=None, aux=True) -> Config:
     return Config(
         model=ModelConfig(
             num_classes=classes,
@@ -57,10 +56,10 @@ def test_spnet_without_spm(depth, total, backbone):
 
 ABLATIONS = {  # setting -> (spm, head, head_args); counts: R50/19, R50/150, R101/19, R101/150, without aux
     "base_fcn": ((False, "fcn", {}), (33_079_763, 33_146_966, 52_071_891, 52_139_094)),
-    "mpm1": ((False, "mpm", {"num_context": 1}), (34_857_939, 34_925_142, 53_850_067, 53_917_270)),
-    "mpm2": ((False, "mpm", {"num_context": 2}), (39_255_507, 39_322_710, 58_247_635, 58_314_838)),
+    "mpm1": ((False, "sp", {"num_context": 1}), (34_857_939, 34_925_142, 53_850_067, 53_917_270)),
+    "mpm2": ((False, "sp", {"num_context": 2}), (39_255_507, 39_322_710, 58_247_635, 58_314_838)),
     "spm_only": ((True, "fcn", {}), (39_196_819, 39_264_022, 58_188_947, 58_256_150)),
-    "spnet": ((True, "mpm", {"num_context": 2}), (45_372_563, 45_439_766, 64_364_691, 64_431_894)),
+    "spnet": ((True, "sp", {"num_context": 2}), (45_372_563, 45_439_766, 64_364_691, 64_431_894)),
 }
 
 

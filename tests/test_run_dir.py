@@ -39,7 +39,7 @@ def test_a_changed_model_is_sent_to_a_folder_of_its_own(tmp_path):
         refuse_existing_run(tmp_path / "run", cfg)
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'run'} already holds a run (last.pth at iteration 4) of another model (")
-    assert "model.backbone.attention: strip -> cbam" in message and "model.head: mpm -> ppm" in message
+    assert "model.backbone.attention: strip -> cbam" in message and "model.head: sp -> ppm" in message
     assert message.endswith(f"give this one a folder of its own: train.work_dir={tmp_path / 'run'}_<name>")
     assert "--resume" not in message
 

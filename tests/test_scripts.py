@@ -188,7 +188,7 @@ def test_compare_official_names_a_worker_the_kernel_killed():
 
 def test_compare_official_refuses_what_the_official_code_cannot_build(tmp_path):
     ppm = load_config(ROOT / "configs/cityscapes/spnet_r50.yaml", ["model.head=ppm", "model.backbone.depth=18"])
-    with pytest.raises(ValueError, match=r"model.head = 'ppm' \(official: 'mpm'\).*depth = 18"):
+    with pytest.raises(ValueError, match=r"model.head = 'ppm' \(official: 'sp'\).*depth = 18"):
         compare_official.official_arguments(ppm)
     r101 = load_config(ROOT / "configs/cityscapes/spnet_r101.yaml")
     assert compare_official.official_arguments(r101) == {"nclass": 19, "backbone": "resnet101", "spm_on": True}
@@ -222,8 +222,9 @@ def test_compare_official_times_both_sides_on_the_same_function():
 
 def test_module_table_spnet_row_has_the_official_count():
     rows = module_table.head_rows(2048, (97, 97), 19, repeats=0, warmup=0)
-    assert set(rows) == {"fcn", "mpm x1", "mpm x2 (SPNet)", "aspp", "cc", "gc", "nonlocal", "ppm", "rfb", "spp", "ssh"}
-    assert rows["mpm x2 (SPNet)"]["parameters"] == 15_623_699  # the official SP head, 19 classes (measured)
+    sp_rows = {"sp (1 MPM)", "sp (2 MPMs, SPNet)"}  # SPNet's SP head with 1 and 2 MPMs
+    assert set(rows) == {"fcn", *sp_rows, "aspp", "cc", "gc", "nonlocal", "ppm", "rfb", "spp", "ssh"}
+    assert rows["sp (2 MPMs, SPNet)"]["parameters"] == 15_623_699  # the official SP head, 19 classes
     assert rows["fcn"]["parameters"] == 9_447_955
     conv_flops = 2 * 2048 * 512 * 9 * 97 * 97 + 2 * 512 * 19 * 97 * 97  # FCN: 3x3 conv + 1x1 classifier
     assert rows["fcn"]["flops"] == conv_flops and rows["fcn"]["seconds"] is None

@@ -6,7 +6,7 @@ then checks every key and type against the schema, so a typo fails at load time 
 valid key instead of silently doing nothing.
 
 Sections merge key by key. The ``*_args`` tables hold keyword arguments per name
-(``head_args: {mpm: {...}, ppm: {...}}``), so the arguments of every head (attention, block conv)
+(``head_args: {sp: {...}, ppm: {...}}``), so the arguments of every head (attention, block conv)
 live side by side and switching ``model.head=ppm`` never hands the SP head's arguments to PPM; they
 merge name by name and argument by argument (an argument's value is replaced whole).
 """
@@ -54,8 +54,8 @@ class ModelConfig:
     norm: Literal["bn", "gn"] = "bn"  # BatchNorm (SyncBN under multi-GPU training) or GroupNorm
     norm_groups: int = bounded(32, min=1)  # GroupNorm groups
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    head: str = "mpm"  # key of models.heads.HEADS; mpm is the SP head of SPNet
-    head_args: NamedArgs = field(default_factory=dict)  # per head name, e.g. {mpm: {num_context: 1}}
+    head: str = "sp"  # key of models.heads.HEADS; sp is the SP head of SPNet
+    head_args: NamedArgs = field(default_factory=dict)  # per head name, e.g. {sp: {num_context: 1}}
     aux_head: str | None = "fcn"  # on the penultimate stage (3) unless its args set in_stage; null for none
     aux_head_args: NamedArgs = field(default_factory=dict)
 

@@ -9,7 +9,6 @@ key, so the message names the full path: ``model.head_args.ppm.context_args: ...
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -34,8 +33,14 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def lookup(table: Mapping[str, T], name: str, key: str) -> T:
-    """``table[name]``, or a ``BuildError`` naming the config key, the nearest name and all choices."""
+def lookup(table: Mapping[str, T], name: str, key: str, renamed: Mapping[str, str] | None = None) -> T:
+    """``table[name]``, or a ``BuildError`` naming the config key, the nearest name and all choices.
+
+    ``renamed`` maps former names to the line that says what replaced them, so an old config fails
+    with the new name rather than with "unknown name".
+    """
+    if renamed and name in renamed:
+        raise BuildError(key, renamed[name])
     if name not in table:
         raise BuildError(
             key, f"unknown name {name!r}{did_you_mean(name, list(table)) or '.'} Choose from {sorted(table)}"
@@ -44,10 +49,7 @@ def lookup(table: Mapping[str, T], name: str, key: str) -> T:
 
 
 def describe(cls: Callable[..., Any]) -> str:
-    """``ContextHead`` or ``ContextHead (preset context='ppm')`` for a ``functools.partial``."""
-    if isinstance(cls, functools.partial):
-        preset = ", ".join(f"{k}={v!r}" for k, v in cls.keywords.items())
-        return f"{describe(cls.func)} (preset {preset})"
+    """The name an error shows for ``cls``, e.g. ``SPHead``."""
     return getattr(cls, "__name__", repr(cls))
 
 

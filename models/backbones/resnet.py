@@ -118,8 +118,6 @@ class Bottleneck(nn.Module):
 
 
 def _make_attention(factory: AttentionFactory | None, position: str, mid: int, post: int) -> nn.Module | None:
-    if position not in POSITIONS:
-        raise ValueError(f"attention_position must be one of {list(POSITIONS)}, got {position!r}")
     if factory is None:
         return None
     return factory(mid if position == "mid" else post)
@@ -147,12 +145,15 @@ STAGE_BLOCKS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, in
 Placement = str | Sequence[Sequence[int]]
 
 
-def resolve_placement(placement: Placement, stage_blocks: Sequence[int]) -> list[set[int]]:
-    """Which blocks of each stage get attention, as one set of block indices per stage.
+def resolve_placement(
+    placement: Placement, stage_blocks: Sequence[int], name: str = "attention_placement"
+) -> list[set[int]]:
+    """Which blocks of each stage get attention (or a block conv), as one set of block indices per stage.
 
     Presets: ``official`` (SPNet: last block of stages 1-3, every block of stage 4), ``all``,
     ``last`` (last block of every stage), ``none``; or one list of block indices per stage,
-    negative indices counting from the end, e.g. ``[[-1], [-1], [-1], [0, 1, 2]]``.
+    negative indices counting from the end, e.g. ``[[-1], [-1], [-1], [0, 1, 2]]``. ``name`` is
+    the argument the placement came from, for the error messages.
     """
     n = list(stage_blocks)
     if isinstance(placement, str):
@@ -163,17 +164,15 @@ def resolve_placement(placement: Placement, stage_blocks: Sequence[int]) -> list
             "none": [set() for _ in n],
         }
         if placement not in presets:
-            raise ValueError(f"unknown attention_placement {placement!r}; choose from {list(presets)} or give lists")
+            raise ValueError(f"unknown {name} {placement!r}; choose from {list(presets)} or give one list per stage")
         return presets[placement]
     if len(placement) != len(n):
-        raise ValueError(f"attention_placement needs one list per stage ({len(n)}), got {len(placement)}")
+        raise ValueError(f"{name} needs one list of block indices per stage ({len(n)}), got {len(placement)}")
     resolved = []
     for stage, (indices, blocks) in enumerate(zip(placement, n), start=1):
         bad = [i for i in indices if not -blocks <= i < blocks]
         if bad:
-            raise ValueError(
-                f"attention_placement: stage {stage} has {blocks} blocks, block indices {bad} do not exist"
-            )
+            raise ValueError(f"{name}: stage {stage} has {blocks} blocks, block indices {bad} do not exist")
         resolved.append({i % blocks for i in indices})
     return resolved
 
@@ -210,6 +209,8 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown ResNet depth {depth}; choose from {sorted(STAGE_BLOCKS)}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if attention_position not in POSITIONS:
+            raise ValueError(f"attention_position must be one of {list(POSITIONS)}, got {attention_position!r}")
         block, default_blocks = STAGE_BLOCKS[depth]
         stage_blocks = tuple(stage_blocks or default_blocks)
         if len(stage_blocks) != 4 or min(stage_blocks) < 1:
@@ -222,7 +223,9 @@ class ResNet(nn.Module):
         self.depth = depth
         self.stage_blocks = stage_blocks
         placement = resolve_placement(attention_placement, stage_blocks) if attention else [set()] * 4
-        conv_placement = resolve_placement(block_conv_placement, stage_blocks) if block_conv else [set()] * 4
+        conv_placement = (
+            resolve_placement(block_conv_placement, stage_blocks, "block_conv_placement") if block_conv else [set()] * 4
+        )
 
         # Stem: /4. The deep stem replaces the 7x7 conv by three 3x3 convs (official SPNet).
         stem_width = 2 * base_width if deep_stem else base_width

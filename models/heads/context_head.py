@@ -1,9 +1,10 @@
-"""The generic segmentation head: reduce -> context module(s) -> bottleneck -> classifier.
+"""The machinery every head shares: reduce -> context module(s) -> bottleneck -> classifier.
 
-One class expresses the heads of the plug-and-play literature; ``models/heads/__init__.py`` sets
-each paper's structure as a preset (FCN, SPNet's SP head, PSPNet, DeepLabV3, non-local, GCNet,
-CCNet, RFB, SSH, SPP). The context module is picked by name from ``CONTEXT_MODULES``, so a new
-context module is a new head with no new head code.
+Each paper's head (``fcn_head.py``, ``sp_head.py``, ``psp_head.py``, ...) is a subclass that
+states its structure as the defaults of its signature, so every part stays settable from the
+config (``model.head_args.<head>.<argument>``). The context module is picked by name from
+``CONTEXT_MODULES``, so a new context module is a head with no new head code
+(``model.head_args.fcn.context: <name>``).
 """
 
 from __future__ import annotations
@@ -20,37 +21,44 @@ from utils.registry import BuildError, construct, lookup
 from ..modules import CONTEXT_MODULES, LOW_LEVEL_FUSIONS, CrossChannelPool
 
 REDUCTIONS = ("1x1", "3x3", "channel_max", "channel_avg")
+Width = int | float  # an int is a channel count, a float a fraction of the head's input channels
+NormLayer = Callable[[int], nn.Module]
 
 
-def resolve_width(width: int | float, in_channels: int) -> int:
-    """An int is a channel count; a float is a fraction of the head's input channels."""
+def resolve_width(width: int | float, in_channels: int, name: str) -> int:
+    """An int is a channel count; a float is a fraction of the head's input channels. ``name``: the argument."""
     channels = width if isinstance(width, int) else round(width * in_channels)
     if channels < 1:
-        raise ValueError(f"width {width} of {in_channels} input channels is {channels}; use a larger width")
+        raise BuildError(
+            name, f"{width} of {in_channels} input channels is {channels} channels; use a larger fraction or a count"
+        )
     return channels
 
 
 class ContextHead(nn.Module):
-    """``classifier(dropout(bottleneck(cat?[x, post(context(reduce(x)))])))``, parts optional.
+    """``classifier(dropout(low_level?(bottleneck(cat?[x, post(context(reduce(x)))]))))``, parts optional.
 
     ``in_channels`` are the channels of every backbone stage (``backbone.out_channels``); the head
     takes stage ``in_stage`` (1-based) and, with ``low_level``, also ``low_level_stage``: its
-    ``in_stages`` attribute tells the segmentor which features to pass, in this order.
+    ``in_stages`` attribute tells the segmentor which features to pass, in this order. Every
+    argument is required: the paper heads supply them, in this (the data's) order.
 
     Args:
+        reduce: ``1x1`` / ``3x3`` conv + norm + ReLU, or parameter-free ``channel_max`` /
+            ``channel_avg`` cross-channel pooling, to ``reduce_channels``; None: no reduction.
+        reduce_channels: width after ``reduce``; None: ``channels``.
         context: key of ``CONTEXT_MODULES`` (None: no context module, the FCN head).
         context_args: keyword arguments of the context module.
         num_context: stacked context modules with separate weights (SPNet: two MPMs).
-        reduce: ``1x1`` / ``3x3`` conv + norm + ReLU, or parameter-free ``channel_max`` /
-            ``channel_avg`` cross-channel pooling, to ``reduce_channels``; None: no reduction.
-        channels, reduce_channels: widths; an int is absolute, a float a fraction of the input
-            channels (0.25 of ResNet's 2048 = 512). ``reduce_channels`` None: ``channels``.
-        post_conv: a 3x3 conv after the context (the "convb" of the non-local / CCNet heads).
+        post_conv: a 3x3 conv to ``channels`` after the context (the "convb" of the non-local / CCNet heads).
         concat_input: concatenate the head's input before the bottleneck (non-local, GC, CCNet).
-        bottleneck: kernel size of the conv before the classifier (None: no conv).
+        bottleneck: kernel size of the conv to ``channels`` before the classifier (None: no conv).
+        channels: width of the post conv and the bottleneck; an int is a channel count, a float a
+            fraction of the input channels (0.25 of ResNet's 2048 = 512).
         low_level: key of ``LOW_LEVEL_FUSIONS`` (``seb``: ExFuse's semantic embedding branch)
             fusing stage ``low_level_stage`` into the head's output, which then has that
             stage's resolution.
+        dropout: Dropout2d probability before the classifier.
     """
 
     def __init__(
@@ -58,20 +66,20 @@ class ContextHead(nn.Module):
         in_channels: Sequence[int],
         num_classes: int,
         *,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        in_stage: int = 4,
-        context: str | None = None,
-        context_args: Mapping[str, Any] | None = None,
-        num_context: int = 1,
-        reduce: str | None = None,
-        reduce_channels: int | float | None = None,
-        channels: int | float = 0.25,
-        post_conv: bool = False,
-        concat_input: bool = False,
-        bottleneck: int | None = 3,
-        dropout: float = 0.1,
-        low_level: str | None = None,
-        low_level_stage: int = 1,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        in_stage: int,
+        reduce: str | None,
+        reduce_channels: Width | None,
+        context: str | None,
+        context_args: Mapping[str, Any] | None,
+        num_context: int,
+        post_conv: bool,
+        concat_input: bool,
+        bottleneck: int | None,
+        channels: Width,
+        low_level: str | None,
+        low_level_stage: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         in_channels = list(in_channels)
@@ -80,11 +88,11 @@ class ContextHead(nn.Module):
             if not 1 <= stage <= len(in_channels):
                 raise BuildError(key, f"stage {stage} does not exist: the backbone returns stages 1-{len(in_channels)}")
         c_in = in_channels[in_stage - 1]
-        channels = resolve_width(channels, c_in)
+        channels = resolve_width(channels, c_in, "channels")
 
         self.reduce, width = nn.Identity(), c_in
         if reduce is not None:
-            width = resolve_width(reduce_channels if reduce_channels is not None else channels, c_in)
+            width = channels if reduce_channels is None else resolve_width(reduce_channels, c_in, "reduce_channels")
             self.reduce = _reduction(reduce, c_in, width, norm_layer)
 
         if context is None and (context_args or num_context != 1):

@@ -1,4 +1,4 @@
-"""Plug-and-play modules, one concept per file; ``shared/reference/plug_and_play_modules.md`` is the spec.
+"""Plug-and-play modules, one concept per file; ``docs/modules.md`` defines each one and what its tests pin.
 
 Every module takes ``in_channels`` first, options keyword-only, and sets ``self.out_channels``.
 Four plain name -> class tables are the extension points; each is selected by one config key and

@@ -46,9 +46,7 @@ class ACBlock(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"ACBlock needs an odd kernel_size >= 3 (the branches share a centre tap), got {kernel_size}"
-            )
+            raise ValueError(f"kernel_size must be odd and >= 3 (the branches share a centre tap), got {kernel_size}")
         padding = dilation * (kernel_size // 2) if padding is None else padding
         if padding < 0:
             raise ValueError(f"padding must be >= 0 (or None for 'same'), got {padding}")

@@ -2,7 +2,7 @@
 
 Paper: Chen, Papandreou, Schroff, Adam, "Rethinking Atrous Convolution for Semantic Image Segmentation"
 (DeepLabV3), arXiv 2017, https://arxiv.org/abs/1706.05587. ASPP first appeared in DeepLab v2
-(https://arxiv.org/abs/1606.00915); the source document links DeepLabv3+ (https://arxiv.org/abs/1802.02611).
+(https://arxiv.org/abs/1606.00915); the survey links DeepLabv3+ (https://arxiv.org/abs/1802.02611).
 
 Choices: the paper's module, not the document's single separable branch. Rates (12, 24, 36) are the
 output-stride-8 rates; a dilation of 1 denotes the 1x1 branch (mmseg convention). No dropout inside:
@@ -38,8 +38,8 @@ class ASPP(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = 256 if out_channels is None else out_channels
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"ASPP needs positive widths, got in_channels={in_channels}, out_channels={out_channels}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1 (or null for 256), got {out_channels}")
         self.dilations = tuple(dilations)
         if not self.dilations or any(not isinstance(d, int) or d < 1 for d in self.dilations):
             raise ValueError(

@@ -4,8 +4,8 @@ Paper: Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018,
 https://arxiv.org/abs/1807.06514. Official code: https://github.com/Jongchan/attention-module.
 Choices: the branch layers follow the official code (BN + ReLU inside the channel MLP, no norm on either
 branch's output; the paper's Eqs. 3-4 wrap each branch output in BN). Fusion defaults to the paper's
-``sum``; ``product`` reproduces the official code. The channel gate pools globally, not with the survey
-doc's ``avg_pool2d(kernel=H)``, which is wrong for non-square maps. Initialisation follows the official
+``sum``; ``product`` reproduces the official code. The channel gate pools globally, not with the survey's
+``avg_pool2d(kernel=H)``, which is wrong for non-square maps. Initialisation follows the official
 ResNet: He-normal (fan_out) spatial convs, PyTorch-default channel MLP weights, zero biases, norms 1/0.
 """
 
@@ -43,10 +43,8 @@ class BAM(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 16), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 16), got {reduction}")
         if dilation < 1:
             raise ValueError(f"dilation must be >= 1 (paper: 4), got {dilation}")
         if num_dilated_convs < 0:

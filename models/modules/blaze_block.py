@@ -3,12 +3,12 @@
 Paper: Bazarevsky, Kartynnik, Vakunov, Raveendran, Grundmann, "BlazeFace: Sub-millisecond Neural Face
 Detection on Mobile GPUs", CVPR Workshops 2019, https://arxiv.org/abs/1907.05047.
 
-Choices: the structure follows the doc (the tkat0/PyTorch_BlazeFace port): norm after every conv, no
+Choices: the structure follows the survey (the tkat0/PyTorch_BlazeFace port): norm after every conv, no
 activation inside the single block, ReLU only between the halves of the double block and after the residual
-add. Convs keep their bias as in the doc, although a bias right before a norm is redundant (in train mode
+add. Convs keep their bias as in the survey, although a bias right before a norm is redundant (in train mode
 its gradient is zero). Fixed: with stride 2 the shortcut max-pool uses ``ceil_mode=True``, so on odd sizes it
 gives ``ceil(H / 2)`` like the depthwise conv (k odd, padding (k - 1) / 2, stride 2:
-``floor((H - 1) / 2) + 1 = ceil(H / 2)``); the doc's floor-mode pool gave ``floor(H / 2)``. Init: the doc's
+``floor((H - 1) / 2) + 1 = ceil(H / 2)``); the survey's floor-mode pool gave ``floor(H / 2)``. Init: the survey's
 ``initialize`` (He-normal fan_in conv weights, zero biases; norms keep weight 1 / bias 0), called here.
 A poor fit for a dilated backbone: there is no dilation argument.
 """
@@ -43,17 +43,18 @@ class BlazeBlock(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < in_channels:
+        # Library only (no config reaches it), so its constructor is where a caller's mistake is caught.
+        if out_channels < in_channels:
             raise ValueError(
-                f"BlazeBlock needs 1 <= in_channels <= out_channels (its shortcut can only append zero channels), "
+                f"out_channels must be >= in_channels (the shortcut can only append zero channels), "
                 f"got in_channels={in_channels}, out_channels={out_channels}"
             )
         if mid_channels is not None and mid_channels < 1:
-            raise ValueError(f"BlazeBlock mid_channels must be positive or None (single block), got {mid_channels}")
+            raise ValueError(f"mid_channels must be >= 1, or None for a single block, got {mid_channels}")
         if stride not in (1, 2):
-            raise ValueError(f"BlazeBlock stride must be 1 or 2 (the shortcut is a 2x2 max-pool), got {stride}")
+            raise ValueError(f"stride must be 1 or 2 (the shortcut is a 2x2 max-pool), got {stride}")
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"BlazeBlock kernel_size must be odd so padding keeps the size, got {kernel_size}")
+            raise ValueError(f"kernel_size must be odd so the padding keeps the size, got {kernel_size}")
         self.out_channels = out_channels
         self.channel_pad = out_channels - in_channels
 

@@ -7,7 +7,7 @@ no norm after it. The official code instead orders the pooled maps [max, mean], 
 the k x k conv and uses biased Linear layers; that matters only for loading official weights. The
 official code starts that BatchNorm at weight 0, so its spatial gate is a uniform 0.5 at init; we get
 the same start by zero-initialising the spatial conv. Default reduction 16 as in the paper (the survey
-doc uses 4).
+uses 4).
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ class CBAM(nn.Module):
 
     def __init__(self, in_channels: int, *, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 16), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 16), got {reduction}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd so the map keeps its size (paper: 7 or 3), got {kernel_size}")
         self.out_channels = in_channels

@@ -1,4 +1,4 @@
-"""Deploy-time folding of BatchNorm into the convolution before it (no paper; spec section 15).
+"""Deploy-time folding of BatchNorm into the convolution before it (no paper).
 
 ``fold_conv_bn(conv, bn)``: an eval-mode BatchNorm is a per-channel affine map, so ``bn(conv(x))`` is one
 conv: ``t = gamma / sqrt(running_var + eps)``, ``W' = t W``, ``b' = t (b - running_mean) + beta``. This

@@ -26,8 +26,6 @@ class CrissCrossAttention(nn.Module):
 
     def __init__(self, in_channels: int, *, reduction: int = 8, recurrence: int = 2) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"CrissCrossAttention needs in_channels >= 1, got {in_channels}")
         if not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"reduction must be an int >= 1 (query/key width is C // reduction), got {reduction!r}")
         if not isinstance(recurrence, int) or recurrence < 1:

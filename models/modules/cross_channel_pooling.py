@@ -13,6 +13,8 @@ evenly between the tied channels.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -20,15 +22,13 @@ from torch import nn
 class CrossChannelPool(nn.Module):
     """``y[:, j] = max (or mean) of x[:, j k : (j + 1) k]`` at every pixel, with ``k = in / out``."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, mode: str = "max") -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, mode: Literal["max", "avg"] = "max") -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1 or in_channels % out_channels:
+        if in_channels % out_channels:
             raise ValueError(
-                f"CrossChannelPool needs in_channels ({in_channels}) to be a positive multiple of "
-                f"out_channels ({out_channels}); pick out_channels that divides in_channels"
+                f"CrossChannelPool needs in_channels ({in_channels}) to be a multiple of out_channels "
+                f"({out_channels}); pick a width (the head's reduce_channels) that divides {in_channels}"
             )
-        if mode not in ("max", "avg"):
-            raise ValueError(f"CrossChannelPool mode must be 'max' or 'avg', got {mode!r}")
         self.out_channels = out_channels
         self.group_size = in_channels // out_channels
         self.mode = mode

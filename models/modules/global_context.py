@@ -2,7 +2,7 @@
 
 Paper: Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
 ICCV Workshops 2019, https://arxiv.org/abs/1904.11492. Official code: https://github.com/xvjiarui/GCNet.
-Choices: structure and initialisation follow the official ``ContextBlock`` (the survey doc omits the
+Choices: structure and initialisation follow the official ``ContextBlock`` (the survey omits the
 initialisation): He-normal (fan_in) mask conv with zero bias, and the last conv of each transform at zero,
 so with the default ``add`` fusion the block is the identity at init. With ``mul`` the official init starts
 the block at ``0.5 * x`` (sigmoid(0)); we keep that. Hidden width ``P = max(1, C // reduction)``; note that
@@ -44,10 +44,8 @@ class GlobalContext(nn.Module):
         fusions: Sequence[str] = ("add",),
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 16), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 16), got {reduction}")
         if pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
         if isinstance(fusions, str) or not fusions or any(f not in _FUSIONS for f in fusions):

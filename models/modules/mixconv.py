@@ -23,7 +23,8 @@ class MixConv(nn.Module):
     """Depthwise conv with kernel ``kernel_sizes[i]`` on channel group i; groups concatenated.
 
     Mixing small and large kernels in one layer gives several receptive fields at the cost of a
-    depthwise conv. No norm and no bias: the host block's norm follows.
+    depthwise conv. No norm and no bias: the host block's norm follows. ``out_channels`` is there for
+    the block-conv signature: a depthwise conv keeps ``in_channels`` (the blocks pass the same width).
     """
 
     normalizes_output = False
@@ -39,13 +40,14 @@ class MixConv(nn.Module):
         dilation: int = 1,
     ) -> None:
         super().__init__()
-        if out_channels not in (None, in_channels):
-            raise ValueError(f"MixConv is depthwise and keeps channels; got out_channels={out_channels}, use None")
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-            raise ValueError(f"kernel_sizes must be a non-empty sequence of odd sizes, got {kernel_sizes}")
+            raise ValueError(f"kernel_sizes must be a non-empty list of odd sizes (e.g. [3, 5, 7]), got {kernel_sizes}")
         if len(kernel_sizes) > in_channels:
-            raise ValueError(f"{len(kernel_sizes)} kernel sizes need at least as many channels, got {in_channels}")
+            raise ValueError(
+                f"kernel_sizes {list(kernel_sizes)} splits the channels into {len(kernel_sizes)} groups, but this conv "
+                f"has only {in_channels} channels; give at most {in_channels} kernel sizes"
+            )
         self.out_channels = in_channels
         self.kernel_sizes = kernel_sizes
         g = len(kernel_sizes)

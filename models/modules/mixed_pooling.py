@@ -43,7 +43,10 @@ class MixedPooling(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 4:
-            raise ValueError(f"MixedPooling needs in_channels >= 4 (inner width is C // 4), got {in_channels}")
+            raise ValueError(
+                f"in_channels must be >= 4 (the inner width is C // 4), got {in_channels}; "
+                "give the head a wider reduce_channels"
+            )
         self.out_channels = in_channels
         self.pool_sizes = tuple(int(s) for s in pool_sizes)
         inner = in_channels // 4

@@ -36,8 +36,6 @@ class NonLocal2d(nn.Module):
         norm_layer: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"NonLocal2d needs in_channels >= 1, got {in_channels}")
         if not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"reduction must be an int >= 1 (inner width is C // reduction), got {reduction!r}")
         self.out_channels = in_channels

@@ -34,8 +34,6 @@ class PyramidPooling(nn.Module):
         norm_layer: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"PyramidPooling needs in_channels >= 1, got {in_channels}")
         if not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"reduction must be an int >= 1 (level width is C // reduction), got {reduction!r}")
         self.bins = tuple(bins)

@@ -53,14 +53,17 @@ def _conv(
 class _ReceptiveFieldBlock(nn.Module):
     """Shared tail: ``y = relu(scale * linear(cat(branches(x))) + shortcut(x))``."""
 
-    def __init__(self, name: str, in_channels: int, out_channels: int | None, stride: int, scale: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int | None, stride: int, scale: float) -> None:
         super().__init__()
         if in_channels < _MIN_CHANNELS:
-            raise ValueError(f"{name} needs in_channels >= {_MIN_CHANNELS} so inner widths are >= 1, got {in_channels}")
+            raise ValueError(
+                f"in_channels must be >= {_MIN_CHANNELS} so every inner width is >= 1, got {in_channels}; "
+                "give the head a wider reduce_channels"
+            )
         if out_channels is not None and out_channels < 1:
-            raise ValueError(f"{name} needs out_channels >= 1 (or None for in_channels), got {out_channels}")
+            raise ValueError(f"out_channels must be >= 1 (or null for in_channels), got {out_channels}")
         if stride < 1:
-            raise ValueError(f"{name} needs a positive stride, got {stride}")
+            raise ValueError(f"stride must be >= 1, got {stride}")
         self.out_channels = in_channels if out_channels is None else out_channels
         self.scale = float(scale)
 
@@ -96,9 +99,9 @@ class RFB(_ReceptiveFieldBlock):
         visual: int = 1,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
-        super().__init__("RFB", in_channels, out_channels, stride, scale)
+        super().__init__(in_channels, out_channels, stride, scale)
         if visual < 1:
-            raise ValueError(f"RFB needs visual >= 1 (it sets the dilations v, v + 1, 2v + 1), got {visual}")
+            raise ValueError(f"visual must be >= 1 (it sets the dilations v, v + 1, 2v + 1), got {visual}")
         i, v, n = in_channels // 8, visual, norm_layer
         self.branches = nn.ModuleList(
             [
@@ -140,7 +143,7 @@ class RFBSmall(_ReceptiveFieldBlock):
         scale: float = 0.1,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
-        super().__init__("RFBSmall", in_channels, out_channels, stride, scale)
+        super().__init__(in_channels, out_channels, stride, scale)
         i, n = in_channels // 4, norm_layer
         self.branches = nn.ModuleList(
             [

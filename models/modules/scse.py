@@ -2,7 +2,7 @@
 
 Paper: Roy, Navab, Wachinger, "Concurrent Spatial and Channel 'Squeeze & Excitation' in Fully
 Convolutional Networks", MICCAI 2018, https://arxiv.org/abs/1803.02579.
-Choices: the cSE branch has a ReLU between its two bias-free 1x1 convs, as in the paper (the survey doc
+Choices: the cSE branch has a ReLU between its two bias-free 1x1 convs, as in the paper (the survey
 drops it, which collapses the two convs into one low-rank linear map). The branches are fused by
 addition, the paper's (conference version) choice. PyTorch's default initialisation.
 """
@@ -22,10 +22,8 @@ class SCSE(nn.Module):
 
     def __init__(self, in_channels: int, *, reduction: int = 2) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 2), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 2), got {reduction}")
         self.out_channels = in_channels
         hidden = max(1, in_channels // reduction)
         self.cse_reduce = nn.Conv2d(in_channels, hidden, 1, bias=False)

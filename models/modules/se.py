@@ -2,7 +2,7 @@
 
 Paper: Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018, https://arxiv.org/abs/1709.01507.
 Choices: the two FC layers are 1x1 convs with biases, as in the paper (the common PyTorch port and the
-survey doc use bias-free Linear layers). The paper prescribes no initialisation; PyTorch's default is used.
+survey use bias-free Linear layers). The paper prescribes no initialisation; PyTorch's default is used.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, in_channels: int, *, reduction: int = 16) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer divisor (e.g. 16), got {reduction}")
+            raise ValueError(f"reduction must be >= 1 (hidden width C // reduction; paper: 16), got {reduction}")
         self.out_channels = in_channels
         hidden = max(1, in_channels // reduction)
         self.fc1 = nn.Conv2d(in_channels, hidden, 1)

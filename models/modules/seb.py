@@ -3,10 +3,10 @@
 Paper: Zhang, Zhang, Peng, Xue, Sun, "ExFuse: Enhancing Feature Fusion for Semantic Segmentation", ECCV 2018,
 https://arxiv.org/abs/1804.03821. No official code was released.
 
-Choices: the structure follows the doc (one high level, 3x3 conv with bias on it, 1x1 conv with bias on the
+Choices: the structure follows the survey (one high level, 3x3 conv with bias on it, 1x1 conv with bias on the
 low level, elementwise product). The paper multiplies the low-level map by 3x3-conv'd, bilinearly upsampled
 features of the higher levels; whether it also projects the low level with a 1x1 is not checked here. Neither
-the doc nor the paper's sketch has a norm or an activation, so there are none. Fixed: the doc upsamples by a
+the survey nor the paper's sketch has a norm or an activation, so there are none. Fixed: the survey upsamples by a
 hard-coded x2; we resize to ``low.shape[-2:]`` (bilinear, ``align_corners=True``), so same-resolution stages
 of an output-stride-8 backbone and odd sizes work. Init: PyTorch's default conv init (nothing official).
 """
@@ -31,11 +31,6 @@ class SemanticEmbeddingBranch(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, low_channels: int) -> None:
         super().__init__()
-        if min(in_channels, out_channels, low_channels) < 1:
-            raise ValueError(
-                "SemanticEmbeddingBranch needs positive widths, got "
-                f"in_channels={in_channels}, out_channels={out_channels}, low_channels={low_channels}"
-            )
         self.out_channels = out_channels
         self.high_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.low_conv = nn.Conv2d(low_channels, out_channels, 1)

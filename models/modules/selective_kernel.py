@@ -47,11 +47,14 @@ class SelectiveKernelConv(nn.Module):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         if num_branches < 1:
-            raise ValueError(f"SelectiveKernelConv needs num_branches >= 1, got {num_branches}")
+            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
         if reduction < 1 or min_channels < 1:
             raise ValueError(f"reduction and min_channels must be >= 1, got {reduction} and {min_channels}")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}; "
+                "pick groups that divides both"
+            )
         self.out_channels = out_channels
         self.num_branches = num_branches
         hidden = max(out_channels // reduction, min_channels)

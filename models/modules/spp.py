@@ -28,8 +28,6 @@ class SPP(nn.Module):
 
     def __init__(self, in_channels: int, *, kernel_sizes: Sequence[int] = (5, 9, 13)) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"SPP needs in_channels >= 1, got {in_channels}")
         if not kernel_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(
                 f"kernel_sizes must be odd ints >= 1 so padding k // 2 keeps the size, got {kernel_sizes!r}"

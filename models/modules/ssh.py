@@ -4,10 +4,10 @@ Paper: Najibi, Samangouei, Chellappa, Davis, "SSH: Single Stage Headless Face De
 https://arxiv.org/abs/1708.03979. Official code: mahyarnajibi/SSH (Caffe, ``train_ssh.prototxt``).
 
 Choices: this is only the context half of SSH's detection module (its separate 3x3 branch is left to the
-caller). As in the doc, every 3x3 conv has a bias and is followed by norm + ReLU; the paper's VGG has no
+caller). As in the survey, every 3x3 conv has a bias and is followed by norm + ReLU; the paper's VGG has no
 norm, and the official code / RetinaFace port put no ReLU on the last conv of each branch but a ReLU after the
 concat. That is the same function: ReLU acts per element, so ``relu(cat[a, b]) == cat[relu(a), relu(b)]``.
-Odd C loses one channel (``out_channels = 2 * (C // 2)``), as in the doc. Init follows the official
+Odd C loses one channel (``out_channels = 2 * (C // 2)``), as in the survey. Init follows the official
 prototxt: conv weights N(0, 0.01), biases 0 (the norms keep PyTorch's weight 1 / bias 0).
 """
 
@@ -29,7 +29,10 @@ class SSHContext(nn.Module):
     def __init__(self, in_channels: int, *, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         if in_channels < 2:
-            raise ValueError(f"SSHContext needs in_channels >= 2 (branch width is C // 2), got {in_channels}")
+            raise ValueError(
+                f"in_channels must be >= 2 (the branch width is C // 2), got {in_channels}; "
+                "give the head a wider reduce_channels"
+            )
         half = in_channels // 2
         self.out_channels = 2 * half
 

@@ -1,0 +1,51 @@
+"""GCNet head: a global context (GC) block between two 3x3 convs, with the input concatenated.
+
+Paper: Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
+ICCV Workshops 2019, https://arxiv.org/abs/1904.11492. This head form is MMSegmentation's ``GCHead``,
+whose GC block reduces its channels by 4 (16 inside the backbone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from .context_head import ContextHead, NormLayer, Width
+
+
+class GCHead(ContextHead):
+    """stage 4 (C) -> 3x3 conv to C/4 -> GC block (reduction 4) -> 3x3 conv to C/4 -> concat with stage 4
+    (C + C/4) -> 3x3 conv to C/4 -> dropout 0.1 -> 1x1 classifier.
+
+    ``context_args`` replaces this default as a whole: give ``reduction`` again when setting another option.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        *,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        in_stage: int = 4,
+        reduce: str | None = "3x3",
+        reduce_channels: Width | None = None,
+        context: str | None = "gc",
+        context_args: Mapping[str, Any] | None = MappingProxyType({"reduction": 4}),
+        num_context: int = 1,
+        post_conv: bool = True,
+        concat_input: bool = True,
+        bottleneck: int | None = 3,
+        channels: Width = 0.25,
+        low_level: str | None = None,
+        low_level_stage: int = 1,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(
+            in_channels, num_classes, norm_layer=norm_layer, in_stage=in_stage, reduce=reduce,
+            reduce_channels=reduce_channels, context=context, context_args=context_args, num_context=num_context,
+            post_conv=post_conv, concat_input=concat_input, bottleneck=bottleneck, channels=channels,
+            low_level=low_level, low_level_stage=low_level_stage, dropout=dropout,
+        )  # fmt: skip
