@@ -175,7 +175,7 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) 
     results = {"scored": True, **metrics, "per_class_iou": dict(zip(classes, iou))}
     results["per_class_accuracy"] = dict(zip(classes, accuracy))
     print(
-        f"result: mIoU {100 * metrics['miou']:.2f} ({metrics['miou_definition']}); {seconds:.1f} s "
+        f"result: mIoU {100 * metrics['miou']:.2f}, the {metrics['miou_definition']}; {seconds:.1f} s "
         f"({seconds / max(len(dataset), 1):.2f} s per image)"
     )
     print(f"wrote {write_json(args.out, {**results, **run_info})}")

@@ -391,6 +391,13 @@ def test_eval_creates_its_output_folder_and_writes_json_for_a_test_split(
     assert printed[0] == f"protocol: {results['protocol_text']}"  # before anything else ...
     table = printed.index(f"protocol: {results['protocol_text']}", 1)  # ... and heading the results table
     assert printed[table + 1].startswith("class ")
+    # one result, with its definition; words, not reprs (FastPaths(...), Protocol(...))
+    assert printed[-2] == (
+        f"result: mIoU {100 * results['miou']:.2f}, the {results['miou_definition']}; "
+        + printed[-2].split("; ", 1)[1]
+    )
+    assert "fast paths: all on; channels_last True; compile False" in printed
+    assert not any("(reuse_memory=" in line or "Protocol(" in line for line in printed)
     test_out = tmp_path / "other" / "test.json"
     assert eval_script.main([*base, "--split", "test", "--mode", "whole", "--out", str(test_out)]) == 0
     test = json.loads(test_out.read_text())
