@@ -393,8 +393,7 @@ def test_eval_creates_its_output_folder_and_writes_json_for_a_test_split(
     assert printed[table + 1].startswith("class ")
     # one result, with its definition; words, not reprs (FastPaths(...), Protocol(...))
     assert printed[-2] == (
-        f"result: mIoU {100 * results['miou']:.2f}, the {results['miou_definition']}; "
-        + printed[-2].split("; ", 1)[1]
+        f"result: mIoU {100 * results['miou']:.2f}, the {results['miou_definition']}; " + printed[-2].split("; ", 1)[1]
     )
     assert "fast paths: all on; channels_last True; compile False" in printed
     assert not any("(reuse_memory=" in line or "Protocol(" in line for line in printed)
