@@ -65,6 +65,12 @@ def test_panel_layout(n, size):
     assert panel.shape[0] > plain.shape[0] and panel.shape[1:] == plain.shape[1:]
     np.testing.assert_array_equal(panel[: plain.shape[0]], plain)  # the legend only adds a band below
 
+    titled = prediction_panel(samples, PALETTE, MEAN, STD, None, "work_dirs/demo, iteration 200 of 200: mIoU 58.30%")
+    caption = titled.shape[0] - plain.shape[0]  # the title adds a band above, the rest stays as it was
+    assert 0 < caption < 40 and titled.shape[1:] == plain.shape[1:]
+    np.testing.assert_array_equal(titled[caption:], plain)
+    assert (titled[:caption].astype(int) < 100).all(-1).any(), "no title text"
+
 
 def test_legend_classes_order_and_ignore():
     def sample(truth, prediction):

@@ -13,6 +13,7 @@ merge name by name and argument by argument (an argument's value is replaced who
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from .protocol import Protocol
-from .schema import ConfigError, NamedArgs, bounded, build, defaults, field_value, merge, set_dotted, to_plain
+from .schema import ConfigError, NamedArgs, bounded, build, field_value, is_switch, merge, set_dotted, to_plain
 
 
 @dataclass(frozen=True)
@@ -275,15 +276,16 @@ def config_differences(cfg: Any, base: Any = None) -> dict[str, Any]:
     in the config; a switch section whose fields all equal one value is that value (``fast: true``)."""
     base = Config() if base is None else base
     out: dict[str, Any] = {}
-    for name in defaults(type(cfg)):
-        value, default = getattr(cfg, name), getattr(base, name)
-        if hasattr(value, "__dataclass_fields__"):
-            nested, switches = config_differences(value, default), list(to_plain(value).values())
-            uniform = getattr(value, "switch", False) and len(set(switches)) == 1
-            if nested:
-                out[name] = switches[0] if uniform else nested  # a switch section written as one value: fast: false
-        elif value != default:
-            out[name] = to_plain(value)
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), getattr(base, f.name)
+        if not dataclasses.is_dataclass(value):
+            if value != default:
+                out[f.name] = to_plain(value)
+            continue
+        nested = config_differences(value, default)
+        switches = set(to_plain(value).values()) if is_switch(type(value)) else ()
+        if nested:
+            out[f.name] = switches.pop() if len(switches) == 1 else nested  # a switch section as one value: fast: false
     return out
 
 
