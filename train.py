@@ -58,6 +58,7 @@ from utils.checkpoint import (
     load_scaler_state,
     restore_process_rng,
     rng_states,
+    rng_untouched,
     save_training_checkpoint,
 )
 from utils.config import Config, config_to_dict, format_config, load_config
@@ -427,6 +428,7 @@ def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> 
     barrier()
 
 
+@rng_untouched()  # the RNGs as they were: the training after it sees what a run resumed before it sees
 def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iteration: int, stop: StopRequest) -> bool:
     """Validate, log, draw, write ``best.pth`` (if better) and then ``val_metrics.json``.
 

@@ -458,3 +458,21 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path, umask):
         os.umask(old)
     modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("best.pth", "eval_val.json", "plain.txt")}
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+
+
+def test_rng_untouched_gives_every_generator_back_as_it_was():
+    """Validation runs inside it: whatever it draws (modules built while folding do), training does not see."""
+    import random
+
+    import numpy as np
+
+    from utils.checkpoint import rng_untouched
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = (torch.rand(2), np.random.rand(2), random.random())
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    with rng_untouched():
+        torch.nn.Conv2d(8, 8, 3)  # initialising weights draws from torch's generator
+        np.random.rand(5), random.random()
+    got = (torch.rand(2), np.random.rand(2), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]

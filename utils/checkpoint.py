@@ -9,6 +9,7 @@ previous checkpoint stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -16,7 +17,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,20 @@ def rng_states() -> dict[str, Any]:
         "numpy_pos": int(np.random.get_state()[2]),
         "python": random.getstate(),
     }
+
+
+@contextlib.contextmanager
+def rng_untouched() -> Iterator[None]:
+    """Whatever runs inside draws from the RNGs (building modules does), they come out as they went in.
+
+    Validation during training runs inside it: otherwise the training after a validation would see
+    other random numbers (dropout) than a run resumed from the checkpoint saved before it.
+    """
+    saved = rng_states()
+    try:
+        yield
+    finally:
+        set_rng_states(saved)
 
 
 def set_rng_states(states: dict[str, Any]) -> list[str]:
