@@ -43,6 +43,7 @@ from engine.loss_guard import LossGuard
 from engine.milestones import Milestones
 from engine.run_dir import (
     best_saved_miou,
+    check_resume_config,
     finished_message,
     last_validation,
     refuse_existing_run,
@@ -50,6 +51,7 @@ from engine.run_dir import (
     start_writing,
     work_dir_of,
 )
+from engine.run_lock import check_unlocked, lock_run
 from models import build_model
 from models.weights import load_model_weights, load_state_dict_checked
 from utils import cli
@@ -99,6 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "defaults, and exit"
     )  # fmt: skip
     parser.add_argument("--print-full-config", action="store_true", help="print every key of the config, and exit")
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume although the data, the classes or the schedule (batch, length) differ from the checkpoint's",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.max_iters=100")
     cli.add_debug_flag(parser)
     return parser.parse_intermixed_args(argv)
@@ -127,11 +134,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
     """Check the run folder, build, then loop: step, log, save, validate, until the last iteration or a stop."""
-    t, work_dir = cfg.train, work_dir_of(cfg, args.config)
-    notes: list[str] = []  # resume warnings, logged once the log exists
+    work_dir = work_dir_of(cfg, args.config)
+    check_unlocked(work_dir)  # another run in the folder: refused before anything is read or written
+    notes: list[str] = []  # warnings, logged once the log exists
+    cfg = without_unused_aux_head(cfg, notes)
     resume, state = find_resume_checkpoint(args.resume, work_dir, warn=notes.append) or (None, None)
+    data_changed = False
     if args.resume is None:
         refuse_existing_run(work_dir, cfg)
+    elif state is not None:
+        changes, data_changed = check_resume_config(state["config"], cfg, args.allow_config_change)
+        notes += changes
     data = plan_data(cfg, d)
     finished = finished_message(work_dir, state, data.max_iters)
     if finished:  # a finished run is left exactly as it is
@@ -139,16 +152,58 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             print(finished)
         return 0
 
-    log = setup_logging(None, d.is_main)  # the console now; train.log gets these lines once writing starts
+    log = start_log(cfg, d, data, work_dir, args.config, notes)
+    step, module = build_step(cfg, d, data, resume, state, log)
+    start_iter = state["iter"] if state is not None else 0
+    train_loader, val_loader = build_loaders(data, cfg.train, d, start_iter)
+    protocol = cfg.eval.only() if cfg.train.eval_protocol == "config" else Protocol.whole_image()
+    log.info("validation protocol (train.eval_protocol=%s): %s", cfg.train.eval_protocol, protocol)
+    run = Run(
+        cfg, d, work_dir, log, Milestones.of(cfg.train, data.max_iters), val_loader, protocol, data.train_set.classes,
+        data.train_set.palette, data.train_set.miou_over_all_classes,
+    )  # fmt: skip
+    if state is not None:
+        run.best_miou = -1.0 if data_changed else best_saved_miou(work_dir, state["best_miou"])
+        log.info("resumed from %s at iteration %d", resume, start_iter)
+    validated = last_validation(work_dir)
+    run.validated_iter = validated["iter"] if validated else -1  # a validation still owed runs first
+    lock = lock_run(work_dir, d.is_main)  # one run per work dir, from its first write to its end
+    stop = StopRequest(args.stop_file)
+    try:
+        if d.is_main:
+            if lock.stale:
+                log.warning("%s was left locked by a run that ended without releasing it (%s)", work_dir, lock.stale)
+            start_writing(work_dir, cfg, log)
+            run.writer = SummaryWriter(work_dir / "tb")
+        if run.milestones.owes_validation(start_iter, run.validated_iter):
+            if not validate(run, module, step.amp_dtype, start_iter, stop):
+                return stopped(run, stop, start_iter)
+        # the progress bar: rank 0 only; off when stderr is not a terminal (batch jobs), where the log says the same
+        with tqdm(total=data.max_iters, initial=start_iter, disable=None if d.is_main else True, unit="it") as bar:
+            return loop(run, step, module, train_loader, start_iter, stop, bar)
+    finally:
+        shut_down_workers(train_loader, val_loader)
+        stop.close()
+        if run.writer is not None:
+            run.writer.close()
+        if lock is not None:
+            lock.release()
+
+
+def start_log(
+    cfg: Config, d: DistInfo, data: DataPlan, work_dir: Path, config: str, notes: list[str]
+) -> logging.Logger:
+    """The log (console now, train.log once writing starts), the seeds, and the run's first lines."""
+    t = cfg.train
+    log = setup_logging(None, d.is_main)
     for note in notes:  # e.g. a truncated last.pth and the older checkpoint used instead
         log.warning("%s", note)
-    cfg = without_unused_aux_head(cfg, log)
     torch.manual_seed(t.seed + d.rank)  # per-rank model-side randomness (dropout); data randomness: TrainStream
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA backward ops have no such version
     torch.backends.cudnn.benchmark = not t.deterministic  # fixed-size crops; validation turns it off
-    log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, args.config)
+    log.info("work dir %s, %d process(es) on %s, config %s", work_dir, d.world_size, d.device, config)
     log.info(
         "%d training images (%d iteration(s) per epoch), %d validation images; batch %d = %d process(es) x %d x %d "
         "accumulation step(s); %d iteration(s)",
@@ -161,36 +216,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             "(lower optim.warmup_iters, e.g. optim.warmup_iters=0 for a smoke test)",
             cfg.optim.warmup_iters, data.max_iters,
         )  # fmt: skip
-    step, module = build_step(cfg, d, data, resume, state, log)
-    start_iter = state["iter"] if state is not None else 0
-    train_loader, val_loader = build_loaders(data, t, d, start_iter)
-    protocol = cfg.eval.only() if t.eval_protocol == "config" else Protocol.whole_image()
-    log.info("validation protocol (train.eval_protocol=%s): %s", t.eval_protocol, protocol)
-    run = Run(
-        cfg, d, work_dir, log, Milestones.of(t, data.max_iters), val_loader, protocol, data.train_set.classes,
-        data.train_set.palette, data.train_set.miou_over_all_classes,
-    )  # fmt: skip
-    if state is not None:
-        run.best_miou = best_saved_miou(work_dir, state["best_miou"])
-        log.info("resumed from %s at iteration %d", resume, start_iter)
-    validated = last_validation(work_dir)
-    run.validated_iter = validated["iter"] if validated else -1  # a validation still owed runs first
-    if d.is_main:
-        start_writing(work_dir, cfg, log)
-        run.writer = SummaryWriter(work_dir / "tb")
-    stop = StopRequest(args.stop_file)
-    try:
-        if run.milestones.owes_validation(start_iter, run.validated_iter):
-            if not validate(run, module, step.amp_dtype, start_iter, stop):
-                return stopped(run, stop, start_iter)
-        # the progress bar: rank 0 only; off when stderr is not a terminal (batch jobs), where the log says the same
-        with tqdm(total=data.max_iters, initial=start_iter, disable=None if d.is_main else True, unit="it") as bar:
-            return loop(run, step, module, train_loader, start_iter, stop, bar)
-    finally:
-        shut_down_workers(train_loader, val_loader)
-        stop.close()
-        if run.writer is not None:
-            run.writer.close()
+    return log
 
 
 def loop(run: Run, step: Step, module: nn.Module, loader: DataLoader, start_iter: int, stop: StopRequest,
@@ -303,12 +329,12 @@ def build_step(
     return step, module
 
 
-def without_unused_aux_head(cfg: Config, log: logging.Logger) -> Config:
+def without_unused_aux_head(cfg: Config, notes: list[str]) -> Config:
     """``loss.aux_weight=0`` trains no auxiliary head: an output no loss uses would break DDP
-    (parameters without gradients) and cost time. The saved config says so."""
+    (parameters without gradients) and cost time. The saved config says so, and the log."""
     if cfg.loss.aux_weight > 0 or cfg.model.aux_head is None:
         return cfg
-    log.warning("loss.aux_weight=0: the auxiliary head is not built (model.aux_head=null)")
+    notes.append("loss.aux_weight=0: the auxiliary head is not built (model.aux_head=null)")
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, aux_head=None, aux_head_args={}))
 
 

@@ -69,6 +69,38 @@ def _get(tree: dict, dotted: str) -> Any:
     return tree
 
 
+# Keys whose change alters what a resumed run means: its data, its classes, what an iteration is and
+# how many there are. Resuming with other values needs --allow-config-change.
+MEANING_KEYS = (
+    "data.dataset", "data.root", "data.dataset_args", "data.train_split", "data.val_split", "model.num_classes",
+    "train.max_iters", "train.epochs", "train.batch_size",
+)  # fmt: skip
+
+
+def check_resume_config(saved: dict[str, Any], cfg: Any, allow: bool) -> tuple[list[str], bool]:
+    """Compare the config a run resumes with to the one its checkpoint was written with.
+
+    Refuses a change of ``MEANING_KEYS`` unless ``allow``; returns the log's notes (every changed key
+    as ``key: old -> new``) and whether the data changed (then ``best.pth``, chosen on the old
+    validation data, is replaced by the next validation). Model changes fail when the weights load.
+    """
+    new = config_to_dict(cfg)
+    keys = changed_keys(saved, new)
+    described = {key: f"{key}: {_get(saved, key)} -> {_get(new, key)}" for key in keys}
+    meaning = [key for key in keys if any(key == m or key.startswith(m + ".") for m in MEANING_KEYS)]
+    if meaning and not allow:
+        raise ValueError(
+            f"the run was trained with other values of keys that change what it means "
+            f"({'; '.join(described[k] for k in meaning)}): resume with its config, or add --allow-config-change "
+            "to go on with the new values"
+        )
+    notes = [f"the config changed since the checkpoint was written: {'; '.join(described.values())}"] if keys else []
+    data_changed = any(key.startswith("data.") for key in meaning)
+    if data_changed:
+        notes.append("the data changed: best.pth, chosen on the old validation data, gives way to the next validation")
+    return notes, data_changed
+
+
 def last_validation(work_dir: Path) -> dict | None:
     """The metrics of the newest validation (``val_metrics.json``), or None."""
     path = work_dir / "val_metrics.json"
@@ -96,7 +128,7 @@ def finished_message(work_dir: Path, state: dict | None, max_iters: int) -> str 
     return (
         f"{work_dir}: the run is complete (iteration {state['iter']} of {max_iters}; final mIoU "
         f"{100 * (validated['miou'] or 0):.2f}%, best {100 * best:.2f}% in best.pth). Nothing "
-        "to do; raise train.max_iters to train longer."
+        "to do; to train longer, raise train.max_iters and add --allow-config-change."
     )
 
 

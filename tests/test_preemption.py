@@ -219,7 +219,7 @@ def test_truncated_last_pth_falls_back_and_interrupted_writes_are_cleaned(synthe
     stale = [work_dir / ".iter_0000004.pth.k2j4n8q1.tmp", work_dir / ".best.pth.a8d7ff0z.tmp"]
     for path in stale:
         path.write_bytes(b"x" * 1000)
-    assert train.main([*args, "--resume", "auto"]) == 0
+    assert train.main([*args, "--resume", "auto", "--allow-config-change"]) == 0  # max_iters 3 -> 4
     log = (work_dir / "train.log").read_text()
     assert str(work_dir / "last.pth") in log and str(work_dir / "iter_0000003.pth") in log  # the warning names both
     assert f"resumed from {work_dir / 'iter_0000003.pth'} at iteration 3" in log
@@ -325,3 +325,30 @@ def test_a_resumed_run_equals_the_uninterrupted_one_whatever_validation_lies_bet
         assert torch.equal(value, resumed["model"][key]), key
     full_metrics = json.loads((tmp_path / "full" / "val_metrics.json").read_text())
     assert json.loads((work_dir / "val_metrics.json").read_text())["miou"] == full_metrics["miou"]
+
+
+def test_resume_says_what_changed_and_refuses_another_dataset(synthetic_cityscapes, tmp_path, monkeypatch):
+    """--resume auto used to take a changed data.root or schedule silently (and compare best.pth across datasets)."""
+    work_dir, stop_file = tmp_path / "run", tmp_path / "stop"
+    args = _args(synthetic_cityscapes, work_dir, "train.eval_interval=0", "train.checkpoint_interval=100")
+    real_step, calls = train.train_step, []
+
+    def step_then_stop(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            stop_file.touch()
+        return real_step(*a)
+
+    monkeypatch.setattr(train, "train_step", step_then_stop)
+    assert train.main([*args, "--stop-file", str(stop_file)]) == 0  # saved at 2 of 4
+    monkeypatch.setattr(train, "train_step", real_step)
+    stop_file.unlink()
+    elsewhere = tmp_path / "copy"
+    elsewhere.symlink_to(synthetic_cityscapes, target_is_directory=True)
+    before = sorted(p.name for p in work_dir.iterdir())
+    with pytest.raises(ValueError, match=rf"\(data.root: {synthetic_cityscapes} -> {elsewhere}\): resume with its"):
+        train.main([*args, f"data.root={elsewhere}", "--resume", "auto"])
+    assert sorted(p.name for p in work_dir.iterdir()) == before  # refused before anything was written
+    assert train.main([*args, "optim.lr=0.02", "--resume", "auto"]) == 0  # the recipe may change: said in the log
+    log = (work_dir / "train.log").read_text()
+    assert "WARNING the config changed since the checkpoint was written: optim.lr: 0.01 -> 0.02" in log

@@ -61,7 +61,7 @@ def test_a_run_is_finished_only_when_trained_and_validated_at_its_end(tmp_path):
     torch.save({"miou": 0.61}, tmp_path / "best.pth")  # newer than the checkpoint's best
     assert finished_message(tmp_path, state, 4) == (
         f"{tmp_path}: the run is complete (iteration 4 of 4; final mIoU 45.00%, best 61.00% in best.pth). Nothing "
-        "to do; raise train.max_iters to train longer."
+        "to do; to train longer, raise train.max_iters and add --allow-config-change."
     )
 
 
@@ -71,3 +71,28 @@ def test_best_pth_wins_over_the_checkpoint_copy_unless_unreadable(tmp_path):
     assert best_saved_miou(tmp_path, 0.3) == 0.7
     (tmp_path / "best.pth").write_bytes(b"truncated")
     assert best_saved_miou(tmp_path, 0.3) == 0.3
+
+
+def test_resume_refuses_a_change_of_data_classes_or_schedule_unless_allowed():
+    from engine.run_dir import check_resume_config
+    from utils.config import config_to_dict
+
+    saved = config_to_dict(load_config(DEMO))
+    assert check_resume_config(saved, load_config(DEMO), allow=False) == ([], False)  # nothing changed
+    notes, data_changed = check_resume_config(saved, load_config(DEMO, ["optim.lr=0.05", "train.seed=3"]), False)
+    assert notes == ["the config changed since the checkpoint was written: optim.lr: 0.02 -> 0.05; train.seed: 0 -> 3"]
+    assert not data_changed  # the recipe may change: said, not refused
+    for override, change in (
+        ("data.root=elsewhere", "data.root: data/synthetic_cityscapes -> elsewhere"),
+        ("train.max_iters=400", "train.max_iters: 200 -> 400"),
+        ("train.batch_size=4", "train.batch_size: 8 -> 4"),
+        ("model.num_classes=5", "model.num_classes: 19 -> 5"),
+    ):
+        with pytest.raises(ValueError) as err:
+            check_resume_config(saved, load_config(DEMO, [override]), allow=False)
+        assert str(err.value) == (
+            f"the run was trained with other values of keys that change what it means ({change}): resume with its "
+            "config, or add --allow-config-change to go on with the new values"
+        )
+    notes, data_changed = check_resume_config(saved, load_config(DEMO, ["data.root=elsewhere"]), allow=True)
+    assert data_changed and notes[-1].startswith("the data changed: best.pth, chosen on the old validation data")

@@ -117,7 +117,8 @@ def test_sigterm_saves_a_checkpoint_that_resumes(synthetic_cityscapes, tmp_path)
     state = torch.load(work_dir / "last.pth", weights_only=True)
     done = state["iter"]
     assert 2 <= done < 100000 and "stop requested" in (work_dir / "train.log").read_text()
-    assert _run(synthetic_cityscapes, work_dir, f"train.max_iters={done + 2}", "--resume", "auto") == 0
+    shorter = [f"train.max_iters={done + 2}", "--resume", "auto", "--allow-config-change"]  # a new schedule length
+    assert _run(synthetic_cityscapes, work_dir, *shorter) == 0
     assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == done + 2
     assert f"resumed from {work_dir / 'last.pth'} at iteration {done}" in (work_dir / "train.log").read_text()
 
