@@ -41,6 +41,16 @@ class CheckpointReadError(ValueError):
         self.path, self.reason = path, reason
 
 
+class NotWeightsError(CheckpointReadError):
+    """A file whose pickle holds objects that are not weights (a class, a function): ``weights_only``
+    refuses to build them, since unpickling them could run code from the file. Complete, not corrupt."""
+
+
+# torch's weights_only refusals of what a file holds (torch/_weights_only_unpickler.py), as opposed to
+# bytes it cannot parse ("Unsupported operand", a zip without its central directory ...)
+_NOT_WEIGHTS = re.compile(r"GLOBAL ([\w.]+)|Can only (?:create new object|build) .*?got (?:<class ')?([\w.]+)")
+
+
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
@@ -49,7 +59,9 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load`` on the CPU with ``weights_only=True`` (no code execution), with clear errors.
 
     A missing file is a ``FileNotFoundError`` ("<what> not found: <path>"), an unreadable one a
-    one-line ``CheckpointReadError`` with its size and torch's reason.
+    one-line ``CheckpointReadError`` with its size and torch's reason; a file that holds objects other
+    than tensors and plain containers (a planted pickle, a training script's ``argparse.Namespace``)
+    is a ``NotWeightsError`` that says so: nothing of it is built.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,6 +69,15 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises OSError, RuntimeError, EOFError, UnpicklingError ... for bad files
+        refused = _NOT_WEIGHTS.search(str(err)) if "Weights only load failed" in str(err) else None
+        if refused:
+            what = refused.group(1) or refused.group(2)
+            reason = (
+                f"it contains objects that are not weights ({what}), which are not loaded: unpickling them could "
+                "run code from the file. If you trust its source, load it with torch.load(..., weights_only=False) "
+                "and torch.save only its tensors (a state_dict)"
+            )
+            raise NotWeightsError(path, reason) from err
         first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:200]  # torch's messages go on and on
         detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
         reason = f"truncated, corrupt or not a PyTorch file ({_size(path.stat().st_size)}; {detail})"
