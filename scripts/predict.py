@@ -85,11 +85,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--alpha", type=float, default=0.5, help="opacity of the colours over the image, 0 to 1 (default: %(default)s)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse larger images (default: data.max_image_pixels, else Pillow's decompression-bomb limit, "
+        "178,956,970)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha {args.alpha:g}: must be between 0 (the image only) and 1 (the colours only)")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ValueError(f"--max-pixels {args.max_pixels}: must be at least 1")
     return args
 
 
@@ -126,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report}\n{prepared.summary}")
     print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
+    max_pixels, limit_key = args.max_pixels or cfg.data.max_image_pixels, "--max-pixels"
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
-        raw = read_image(path)
+        raw = read_image(path, max_pixels, limit_key)
         image = normalize(tv_tensors.Image(raw))[None].to(device, memory_format=prepared.memory_format)
         with inference_context(cfg.eval.fast.inference_mode):
             scores = infer(

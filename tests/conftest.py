@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,16 @@ def random_state_dict(shapes: dict[str, list[int]], dtype=torch.float64, seed: i
         else:  # biases, running means, classifier
             sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * 0.1
     return sd
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A greyscale PNG that declares ``width`` x ``height`` and holds no pixels: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="session")

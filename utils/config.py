@@ -85,6 +85,7 @@ class DataConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB in [0, 1]
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_image_pixels: int | None = bounded(None, min=1)  # larger images / masks are refused; null: Pillow's limit
 
 
 @dataclass(frozen=True)
