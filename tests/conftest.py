@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -52,6 +54,27 @@ def random_state_dict(shapes: dict[str, list[int]], dtype=torch.float64, seed: i
         else:  # biases, running means, classifier
             sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * 0.1
     return sd
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """utils.results.atomic_write's temporary file (every atomic write's: checkpoints, results): its path is
+    created as usual, its writes go to /dev/full (ENOSPC). Returns the temporary files created."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    from utils import results
+
+    temporaries = []
+
+    def mkstemp(prefix="", suffix="", dir=None):
+        path = Path(dir) / f"{prefix}fulldisk{suffix}"
+        path.write_bytes(b"")
+        temporaries.append(path)
+        return os.open("/dev/full", os.O_WRONLY), str(path)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(results, "permit_as_open_would", lambda fd: None)  # never chmod /dev/full itself
+    return temporaries
 
 
 def png_header(path: Path, width: int, height: int) -> None:

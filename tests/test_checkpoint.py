@@ -276,7 +276,7 @@ def test_the_patterns_match_the_names_save_atomic_really_uses(tmp_path, monkeypa
         names.append(Path(name).name)
         return fd, name
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
     save_training_checkpoint(_training_state(7), tmp_path, 7, keep=1)
     save_atomic({"miou": 0.5}, tmp_path / "best.pth")
     assert [re.sub(r"\.[a-z0-9_]{8}\.tmp$", ".*.tmp", n) for n in names] == [
@@ -287,23 +287,6 @@ def test_the_patterns_match_the_names_save_atomic_really_uses(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------- full disk
-
-
-@pytest.fixture
-def full_disk(tmp_path, monkeypatch):
-    """save_atomic's temporary file: its path is created as usual, its writes go to /dev/full (ENOSPC)."""
-    if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full")
-    temporaries = []
-
-    def mkstemp(prefix="", suffix="", dir=None):
-        path = Path(dir) / f"{prefix}fulldisk{suffix}"
-        path.write_bytes(b"")
-        temporaries.append(path)
-        return os.open("/dev/full", os.O_WRONLY), str(path)
-
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
-    return temporaries
 
 
 @pytest.mark.parametrize("numel", [4, 1_000_000])  # a small write fails at flush, a large one inside torch.save

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -289,6 +290,31 @@ def test_predict_names_an_image_over_the_pixel_limit_and_its_flag(synthetic_city
     )
     assert _predict(checkpoint, *args, "--max-pixels", "8192") == 0
     assert (tmp_path / "out" / f"{image.stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_predict_into_its_input_folder_twice_and_past_a_planted_link(
+    synthetic_cityscapes, checkpoint, tmp_path, capsys
+):
+    """Was: the second run predicted the first run's outputs too; a link at an output path had its target written."""
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_cityscapes / "leftImg8bit/val", photos)
+    inputs = sorted(photos.rglob("*.png"))
+    out = photos / "predictions"
+    victim = tmp_path / "precious.png"
+    victim.write_bytes(b"not yours to overwrite")
+    planted = out / inputs[0].relative_to(photos).with_suffix("")
+    planted = planted.with_name(f"{planted.name}_color.png")
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(victim)
+    for _ in range(2):
+        assert _predict(checkpoint, "--input", str(photos), "--output", str(out)) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"wrote {2 * len(inputs)} files to {out}"
+    assert victim.read_bytes() == b"not yours to overwrite" and not planted.is_symlink()
+    expected = [
+        image.relative_to(photos).with_name(f"{image.stem}{end}") for image in inputs for end in (".png", "_color.png")
+    ]
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == sorted(expected)
 
 
 @pytest.mark.slow

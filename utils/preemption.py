@@ -17,11 +17,12 @@ file, where the job script reads it to decide whether to requeue.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from .results import atomic_write
 
 T = TypeVar("T")
 
@@ -60,10 +61,8 @@ class StopRequest:
     def report(self, message: str) -> None:
         """Write the outcome into the stop file (the job script requeues when it says ``stopped``)."""
         if self.stop_file is not None:
-            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.stop_file.with_name(f".{self.stop_file.name}.tmp")
-            tmp.write_text(message + "\n")
-            os.replace(tmp, self.stop_file)
+            with atomic_write(self.stop_file) as f:
+                f.write(message + "\n")
 
     def close(self) -> None:
         """Give the signals back to their previous handlers (train.main may run several times in a process)."""
