@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from datasets import build_dataset
@@ -38,7 +37,7 @@ from utils.evaluation import evaluate
 from utils.inference import AMP_DTYPES
 from utils.metrics import format_table
 from utils.results import write_json
-from utils.visualize import colorize
+from utils.visualize import colorize, save_png
 
 FORMATS = ("trainid", "color", "cityscapes-submission")
 
@@ -101,11 +100,11 @@ def prediction_writer(folder: Path, fmt: str, dataset_name: str, palette) -> Any
     def write(sample: dict[str, Any], prediction: torch.Tensor) -> None:
         name, ids = sample["name"][0], prediction.to(torch.uint8).cpu().numpy()
         if fmt == "cityscapes-submission":  # the test server reads label ids, named like the images
-            Image.fromarray(to_label_id[ids]).save(folder / f"{name}_leftImg8bit.png")
+            save_png(to_label_id[ids], folder / f"{name}_leftImg8bit.png")
         elif fmt == "color":
-            Image.fromarray(colorize(ids, palette)).save(folder / f"{name}.png")
+            save_png(colorize(ids, palette), folder / f"{name}.png")
         else:
-            Image.fromarray(ids).save(folder / f"{name}.png")
+            save_png(ids, folder / f"{name}.png")
 
     return write
 

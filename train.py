@@ -81,7 +81,7 @@ from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
 from utils.metrics import format_table
 from utils.optim import build_optimizer, build_scheduler
-from utils.preemption import StopRequest
+from utils.preemption import StopRequest, left_by_earlier_stop
 from utils.protocol import Protocol
 from utils.results import write_json
 from utils.visualize import prediction_panel, save_png
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config or args.print_full_config:
         print(format_config(cfg, full=args.print_full_config), end="")
         return 0
-    if args.stop_file and Path(args.stop_file).exists():
+    if args.stop_file and left_by_earlier_stop(args.stop_file):  # not the job script's request to this run
         raise ValueError(
             f"--stop-file {args.stop_file} already exists (left by an earlier stop, it would stop this run after "
             "its first iteration): delete it, then start again"

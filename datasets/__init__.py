@@ -54,7 +54,7 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
 
     ``train`` defaults to ``split == cfg.data.train_split``. The number of classes must equal
     ``cfg.model.num_classes``: a model built for another label space is the silent failure this
-    check prevents.
+    check prevents. Images over ``cfg.data.max_image_pixels`` pixels are refused when read.
     """
     data = cfg.data
     train = split == data.train_split if train is None else train
@@ -72,6 +72,8 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
         )
         for name in split.split("+")
     ]  # fmt: skip
+    for part in parts:
+        part.max_pixels = data.max_image_pixels
     dataset = parts[0] if len(parts) == 1 else _Concat(parts)
     if len(dataset.classes) != cfg.model.num_classes:
         raise DatasetError(

@@ -9,8 +9,9 @@ file and the fix. Nothing is skipped unless the user asks (``allow_unpaired``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +77,51 @@ _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", 
 _INTEGER_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
-def read_image(path: Path) -> torch.Tensor:
+class ImageTooLargeError(DatasetError):
+    """An image with more pixels than the limit (Pillow's guard against decompression bombs, or the user's)."""
+
+
+LIMIT_KEY = "data.max_image_pixels"  # where a dataset's limit is set; the scripts' flag is --max-pixels
+
+
+@contextlib.contextmanager
+def _open_image(path: Path, what: str, max_pixels: int | None, limit_key: str) -> Iterator[Image.Image]:
+    """``Image.open`` refusing images of more than ``max_pixels`` pixels in one line that names the file.
+
+    ``max_pixels`` None: Pillow's limit, ``2 * Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels unless
+    changed), above which Pillow raises ``DecompressionBombError``, a traceback without the file
+    name. Pillow's own check is off while the file is open and decoded, so that a raised limit
+    works; like Pillow's setting, that is process-wide (the readers here run one per process).
+    """
+    pillow = Image.MAX_IMAGE_PIXELS
+    limit = max_pixels if max_pixels is not None else None if pillow is None else 2 * pillow
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            pixels = width * height
+            if limit is not None and pixels > limit:
+                by = f"set by {limit_key}" if max_pixels is not None else "Pillow's guard against decompression bombs"
+                fix = f"{limit_key} {pixels}" if limit_key.startswith("--") else f"{limit_key}={pixels}"
+                raise ImageTooLargeError(
+                    f"{what} {path} is {width}x{height} = {pixels:,} pixels, over the limit of {limit:,} ({by}); "
+                    f"if you trust the file, raise the limit: {fix}"
+                )
+            yield image
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow
+
+
+def read_image(path: Path, max_pixels: int | None = None, limit_key: str = LIMIT_KEY) -> torch.Tensor:
     """(3, H, W) uint8 RGB; 16-bit greyscale is scaled to 8 bits, not clipped, and other modes are refused.
 
     convert("RGB") clips 16-bit values at 255, which turns a 16-bit image almost white and trains on
     it silently. Decoded with Pillow: torchvision.io's decoders are deprecated since torchvision 0.29
     (in favour of TorchCodec, one more dependency). Measured on 1024x2048 PNGs: 65 ms vs 60 ms.
+    An image over ``max_pixels`` is an ``ImageTooLargeError`` naming ``limit_key`` (``_open_image``).
     """
     try:
-        with Image.open(path) as image:
+        with _open_image(path, "image", max_pixels, limit_key) as image:
             mode = image.mode
             if mode in _EIGHT_BIT_MODES:
                 array = np.array(image.convert("RGB") if mode != "RGB" else image)
@@ -92,6 +129,8 @@ def read_image(path: Path) -> torch.Tensor:
                 array = np.array(image)
             else:
                 array = None
+    except DatasetError:
+        raise
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for corrupt or truncated files
         raise DatasetError(f"cannot decode image {path}: {err}. Re-download or remove the file.") from err
     if array is None:
@@ -114,12 +153,14 @@ def _grey16_to_rgb8(array: np.ndarray, path: Path, mode: str) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def read_mask(path: Path) -> torch.Tensor:
+def read_mask(path: Path, max_pixels: int | None = None, limit_key: str = LIMIT_KEY) -> torch.Tensor:
     """(H, W) uint8 label values, as stored: palette PNGs give their indices, not their colours."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path, "mask", max_pixels, limit_key) as image:
             mode = image.mode
             array = np.array(image.convert("L") if mode == "1" else image)
+    except DatasetError:
+        raise
     except (OSError, ValueError, SyntaxError) as err:
         raise DatasetError(f"cannot decode mask {path}: {err}. Re-download or remove the file.") from err
     if array.ndim != 2 or array.dtype != np.uint8:
@@ -140,7 +181,9 @@ class SegmentationDataset(Dataset):
     ``lookup`` is a 256-entry table: the train id (0..num_classes-1 or 255) of each value a mask file
     may hold, and -1 for values that must never appear. Returns ``{"image", "mask", "name"}``:
     the image after ``transforms`` (by default a uint8 ``tv_tensors.Image``), the mask as a uint8
-    ``tv_tensors.Mask`` of train ids with 255 for ignore, and the sample's name.
+    ``tv_tensors.Mask`` of train ids with 255 for ignore, and the sample's name. Images and masks of
+    more than ``max_pixels`` pixels are refused (``_open_image``; ``build_dataset`` sets it from
+    ``data.max_image_pixels``, None: Pillow's limit).
     """
 
     classes: tuple[str, ...] = ()
@@ -149,6 +192,7 @@ class SegmentationDataset(Dataset):
     # How the dataset's official benchmark averages IoU: over the classes present in the ground
     # truth or the prediction (Cityscapes evaluator), or over all classes, absent ones as 0 (ADE20K).
     miou_over_all_classes = False
+    max_pixels: int | None = None
 
     def __init__(
         self,
@@ -176,7 +220,7 @@ class SegmentationDataset(Dataset):
     def load_mask(self, index: int) -> torch.Tensor:
         """The mask of sample ``index`` in train ids, validated, without transforms."""
         path = self.samples[index][1]
-        raw = read_mask(path)
+        raw = read_mask(path, self.max_pixels)
         mapped = self.lookup[raw.long()]
         if (mapped < 0).any():
             bad = torch.unique(raw[mapped < 0]).tolist()
@@ -185,7 +229,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, mask_path = self.samples[index]
-        image = tv_tensors.Image(read_image(image_path))
+        image = tv_tensors.Image(read_image(image_path, self.max_pixels))
         sample: dict[str, Any] = {"image": image, "name": self.name(index)}
         if mask_path is not None:
             mask = self.load_mask(index)

@@ -23,7 +23,15 @@ from tqdm import tqdm
 from utils.registry import BuildError, construct
 
 from . import ade20k, cityscapes
-from .base import IGNORE_INDEX, DatasetError, MissingFolderError, SegmentationDataset, read_image, read_mask
+from .base import (
+    IGNORE_INDEX,
+    LIMIT_KEY,
+    DatasetError,
+    MissingFolderError,
+    SegmentationDataset,
+    read_image,
+    read_mask,
+)
 
 
 @dataclass
@@ -75,13 +83,16 @@ def check_dataset(
     max_masks: int = 200,
     max_images: int | None = None,
     args_key: str = "dataset_args",
+    max_pixels: int | None = None,
+    limit_key: str = LIMIT_KEY,
 ) -> Report:
     """Validate every split of dataset ``name`` at ``root``.
 
     Decodes every image and mask (or ``max_images`` evenly spaced samples per split), since a
     header can be fine where the pixels are truncated; label statistics use ``max_masks`` masks.
     ``dataset_args`` that the dataset does not take, or rejects, raise a ``BuildError`` naming
-    ``args_key`` (where the user set them), as ``build_dataset`` does for a config.
+    ``args_key`` (where the user set them), as ``build_dataset`` does for a config. Images and masks
+    over ``max_pixels`` pixels (None: Pillow's limit) are problems that name ``limit_key``.
     """
     from . import DATASETS
 
@@ -110,8 +121,10 @@ def check_dataset(
         report.lines.append(f"{split}: {count}")
         has_masks = bool(dataset.samples) and dataset.samples[0][1] is not None
         label_indices = _evenly_spaced(len(dataset), max_masks) if has_masks else []
-        mask_counts = _check_files(dataset, split, report, _evenly_spaced(len(dataset), max_images), label_indices)
-        if has_masks:
+        dataset.max_pixels = max_pixels
+        decoded = _evenly_spaced(len(dataset), max_images)
+        mask_counts = _check_files(dataset, split, report, decoded, label_indices, limit_key)
+        if mask_counts:  # none when no mask could be read: the problems above say why
             _check_labels(name, dataset, split, report, mask_counts, root)
     return report
 
@@ -124,7 +137,12 @@ def _evenly_spaced(n: int, k: int | None) -> list[int]:
 
 
 def _check_files(
-    dataset: SegmentationDataset, split: str, report: Report, indices: list[int], label_indices: list[int]
+    dataset: SegmentationDataset,
+    split: str,
+    report: Report,
+    indices: list[int],
+    label_indices: list[int],
+    limit_key: str,
 ) -> dict[int, torch.Tensor]:
     """Decode the images and masks of ``indices`` as training will; bincounts of the label masks' values."""
     sizes: Counter[tuple[int, int]] = Counter()
@@ -136,14 +154,14 @@ def _check_files(
         if index in decoded:
             files += 1
             try:
-                image = read_image(image_path)
+                image = read_image(image_path, dataset.max_pixels, limit_key)
                 sizes[(image.shape[2], image.shape[1])] += 1
             except DatasetError as err:
                 failures.append(str(err))
         if mask_path is not None:
             files += 1
             try:
-                mask = read_mask(mask_path)
+                mask = read_mask(mask_path, dataset.max_pixels, limit_key)
             except DatasetError as err:
                 failures.append(str(err))
         if image is not None and mask is not None and mask.shape != image.shape[1:]:

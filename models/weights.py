@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,9 @@ from .convert import (
     detect_stem,
     unwrap_state_dict,
 )
+
+# torchvision names its files "<model>-<first hex digits of the file's SHA-256>.pth" (torch.hub.HASH_REGEX)
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.")
 
 
 class IncompatibleWeightsError(ValueError):
@@ -119,9 +124,12 @@ def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) ->
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
     """``utils.checkpoint.read_checkpoint`` for weights files: an unreadable file is an
-    ``IncompatibleWeightsError`` that asks whether the download is complete."""
+    ``IncompatibleWeightsError`` that asks whether the download is complete (not for a complete file
+    that holds objects other than weights)."""
     try:
         return utils_checkpoint.read_checkpoint(path, what)
+    except utils_checkpoint.NotWeightsError as err:
+        raise IncompatibleWeightsError(str(err)) from err.__cause__
     except utils_checkpoint.CheckpointReadError as err:
         raise IncompatibleWeightsError(
             f"{err}; is the download complete? Compare its checksum with the published one."
@@ -200,7 +208,7 @@ def load_backbone_weights(backbone: nn.Module, source: str) -> LoadReport:
             )
         obj = read_checkpoint(source, "backbone weights file")
     elif "_Weights." in source:
-        obj = _torchvision_state_dict(source)
+        obj, sha256 = _torchvision_state_dict(source)
     else:
         known = KNOWN_WEIGHTS.get(Path(source).name)
         hint = (
@@ -276,22 +284,43 @@ def fit_dense_weights(backbone: nn.Module, state_dict: StateDict) -> tuple[State
     return sd, unfit
 
 
-def _torchvision_state_dict(name: str) -> StateDict:
-    """Weights named like ``ResNet50_Weights.IMAGENET1K_V1``, via torchvision's cache / download."""
+def _torchvision_state_dict(name: str) -> tuple[Any, str]:
+    """Weights named like ``ResNet50_Weights.IMAGENET1K_V1`` and the SHA-256 of their file.
+
+    The file is torchvision's, in the torch hub cache (``<torch.hub.get_dir()>/checkpoints/``, as
+    torchvision keeps it), downloaded when absent. torchvision's own ``get_state_dict`` unpickles a
+    cached file in full and checks its hash only on download, so a file planted in the cache would
+    run its code; here the file's SHA-256 must start with the digits its name carries (torchvision's
+    convention, ``resnet50-11ad3fa6.pth``) and it is read with ``weights_only=True``.
+    """
     from torchvision.models import get_weight
 
     try:
         weights = get_weight(name)
     except (ValueError, KeyError, AttributeError) as err:
         raise ValueError(f"model.backbone.pretrained: unknown torchvision weights {name!r}: {err}") from err
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except OSError as err:  # URLError is an OSError: no internet
-        raise FileNotFoundError(
-            f"could not fetch torchvision weights {name} from {weights.url} ({err}). Without internet, download "
-            f"the file elsewhere and set model.backbone.pretrained to its local path, or put it in "
-            f"{torch.hub.get_dir()}/checkpoints/"
-        ) from err
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(weights.url).path).name
+    named = _HASH_IN_NAME.search(file.name)
+    prefix = named.group(1) if named else None
+    if not file.exists():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:  # checks the hash of the download and moves it into place only when it matches
+            torch.hub.download_url_to_file(weights.url, str(file), prefix, progress=False)
+        except OSError as err:  # URLError is an OSError: no internet
+            raise FileNotFoundError(
+                f"could not fetch torchvision weights {name} from {weights.url} ({err}). Without internet, download "
+                f"the file elsewhere and set model.backbone.pretrained to its local path, or put it in "
+                f"{file.parent}/"
+            ) from err
+        except RuntimeError as err:  # torch.hub: invalid hash value
+            raise IncompatibleWeightsError(f"the download of {weights.url} is not torchvision's file: {err}") from err
+    sha256 = file_digests(file)["sha256"]
+    if prefix and not sha256.startswith(prefix):
+        raise IncompatibleWeightsError(
+            f"{file}: SHA-256 {sha256} does not start with {prefix}, as the name of torchvision's file for {name} "
+            "says: it is not that file (replaced, or damaged). Delete it; it is downloaded again"
+        )
+    return read_checkpoint(file, f"torchvision weights file for {name}"), sha256
 
 
 def load_model_weights(model: nn.Module, source: str | Path) -> LoadReport:

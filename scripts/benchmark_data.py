@@ -42,14 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     decode, total = [], []
     for i in (k % len(dataset) for k in range(args.images)):
         start = time.perf_counter()
-        read_image(dataset.samples[i][0])
+        read_image(dataset.samples[i][0], dataset.max_pixels)
         dataset.load_mask(i)
         decode.append(time.perf_counter() - start)
         start = time.perf_counter()
         dataset[i]
         total.append(time.perf_counter() - start)
     d, t = statistics.median(decode), statistics.median(total)
-    size = tuple(read_image(dataset.samples[0][0]).shape[-2:])
+    size = tuple(read_image(dataset.samples[0][0], dataset.max_pixels).shape[-2:])
     print(
         f"{args.config} on {len(total)} images of {size[0]}x{size[1]}: decode {d * 1000:.0f} ms, "
         f"transforms {(t - d) * 1000:.0f} ms, total {t * 1000:.0f} ms per image = {1 / t:.1f} images/s per worker"

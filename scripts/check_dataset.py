@@ -8,7 +8,9 @@ Checks: the layout of every split, image counts against the official ones, that 
 mask decodes in full (truncated downloads, 16-bit or float images), image and mask sizes, the label
 space the masks are in (labelIds vs trainIds, ADE20K's 0 = other) against what the loader assumes,
 invalid mask values (naming the files), and the pixel share of every class. ``--max-images N``
-decodes N evenly spaced samples per split instead of all, for a quick look.
+decodes N evenly spaced samples per split instead of all, for a quick look. Images larger than
+Pillow's guard against decompression bombs (178,956,970 pixels) are problems; ``--max-pixels N``
+sets another limit (train.py and eval.py take it from ``data.max_image_pixels``).
 """
 
 from __future__ import annotations
@@ -34,10 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-images", type=int, default=None, help="images (and masks) decoded per split, evenly spaced; default all"
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="larger images and masks are problems (default: Pillow's decompression-bomb limit, 178,956,970)",
+    )
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    if args.max_images is not None and args.max_images < 1:
-        parser.error("--max-images must be at least 1")
+    for flag, value in (("--max-images", args.max_images), ("--max-pixels", args.max_pixels)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1")
     args.dataset_args = {}
     for item in args.arg:
         key, sep, value = item.partition("=")
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         max_masks=args.max_masks,
         max_images=args.max_images,
         args_key="--arg",
+        max_pixels=args.max_pixels,
+        limit_key="--max-pixels",
     )
     print(report)
     return 0 if report.ok else 1

@@ -6,9 +6,11 @@
 
 Takes the same protocol flags as eval.py (profile, mode, crop, stride, scales, flip, base size, fuse) and
 runs the same inference code. No labels needed; --input is an image or a folder, searched
-recursively for .jpg, .jpeg and .png. The output mirrors the input's subfolders, so images that share
-a name in different folders never overwrite each other; an output that would replace an input is
-refused.
+recursively for .jpg, .jpeg and .png (not under --output, when it lies inside --input: those are
+predictions). The output mirrors the input's subfolders, so images that share a name in different
+folders never overwrite each other; an output that would replace an input is refused, and a symbolic
+link at an output path is replaced by the file, never written through. Images over Pillow's
+decompression-bomb limit (178,956,970 pixels) are refused; --max-pixels sets another limit.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 from tqdm import tqdm
 
@@ -33,15 +34,25 @@ from utils.cli import ArgumentParser, add_debug_flag, add_protocol_flags, apply_
 from utils.config import load_config
 from utils.fast_paths import inference_context
 from utils.inference import AMP_DTYPES, infer
-from utils.visualize import colorize
+from utils.visualize import colorize, save_png
 
 
-def find_images(path: Path) -> list[Path]:
+def find_images(path: Path, output: Path | None = None) -> list[Path]:
+    """``path`` itself, or the images in the folder ``path`` and its subfolders, except those under
+    ``output`` when it lies inside ``path``: they are the predictions of an earlier run, not inputs."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--input {path}: no such file or folder")
-    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        inner = output.resolve().relative_to(path.resolve()).parts if output is not None else ()
+    except ValueError:  # not inside
+        inner = ()
+
+    def is_input(p: Path) -> bool:
+        return p.suffix.lower() in IMAGE_SUFFIXES and not (inner and p.relative_to(path).parts[: len(inner)] == inner)
+
+    images = sorted(p for p in path.rglob("*") if is_input(p))
     if not images:
         raise FileNotFoundError(f"--input {path}: no {'/'.join(IMAGE_SUFFIXES)} images in it")
     return images
@@ -85,11 +96,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--alpha", type=float, default=0.5, help="opacity of the colours over the image, 0 to 1 (default: %(default)s)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse larger images (default: data.max_image_pixels, else Pillow's decompression-bomb limit, "
+        "178,956,970)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha {args.alpha:g}: must be between 0 (the image only) and 1 (the colours only)")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ValueError(f"--max-pixels {args.max_pixels}: must be at least 1")
     return args
 
 
@@ -118,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     device = parse_device(args.device)  # everything a user can get wrong is checked before the model loads
     if cfg.eval.amp == "fp16" and device.type != "cuda":
         raise ValueError("eval.amp=fp16 needs a GPU; use eval.amp=bf16 on the CPU")
-    images = find_images(args.input)
+    images = find_images(args.input, args.output)
     outputs = output_paths(images, args.input, args.output)
     check_writable(args.output, "--output")
     _, palette = class_info(cfg)
@@ -126,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report}\n{prepared.summary}")
     print(f"protocol: {protocol}")
     normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
+    max_pixels, limit_key = args.max_pixels or cfg.data.max_image_pixels, "--max-pixels"
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
-        raw = read_image(path)
+        raw = read_image(path, max_pixels, limit_key)
         image = normalize(tv_tensors.Image(raw))[None].to(device, memory_format=prepared.memory_format)
         with inference_context(cfg.eval.fast.inference_mode):
             scores = infer(
@@ -136,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         prediction = scores.argmax(0).to(torch.uint8).cpu().numpy()
         overlay = (1 - args.alpha) * raw.permute(1, 2, 0).numpy() + args.alpha * colorize(prediction, palette)
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(prediction).save(mask_path)
-        Image.fromarray(overlay.round().astype(np.uint8)).save(overlay_path)
+        save_png(prediction, mask_path)  # replaces a symbolic link planted there, never writes through it
+        save_png(overlay.round().astype(np.uint8), overlay_path)
     print(f"wrote {2 * len(images)} files to {args.output}")
     return 0
 

@@ -5,10 +5,11 @@
 #
 # Preemption and time limits (docs/training.md, "Preemption"):
 # - 180 s before the time limit SLURM sends USR1 to this script alone (--signal=B:USR1@180). The
-#   script creates the stop file; every training process polls it, ends its iteration (or abandons a
-#   validation), saves <work_dir>/last.pth and writes "stop requested ..." into the file; the script
-#   then requeues the job, which continues with --resume auto. Nothing relies on exit codes, which
-#   torchrun rewrites.
+#   script writes "requested: ..." into the stop file; every training process polls it, ends its
+#   iteration (or abandons a validation), saves <work_dir>/last.pth and writes "stop requested ..."
+#   into the file; the script then requeues the job, which continues with --resume auto. A run whose
+#   processes are still starting takes the request too (and stops after its first iteration). Nothing
+#   relies on exit codes, which torchrun rewrites.
 # - Preemption and scancel send SIGTERM to every process of the job: the training processes save
 #   and exit (their DataLoader workers ignore it) while this script waits for them. Requeueing a
 #   preempted job is SLURM's own (PreemptMode=REQUEUE and --requeue below).
@@ -44,7 +45,10 @@ fi
 
 rm -f "$STOP_FILE"  # a requeued job keeps its id: the previous request is done
 warned=0
-trap 'warned=1; touch "$STOP_FILE"' USR1
+# "requested:" (utils/preemption.py, REQUEST): a request to this run, also while its processes start;
+# written whole (mv), so that no process reads the file half-written
+trap 'warned=1; echo "requested: SLURM time-limit warning (USR1), job $SLURM_JOB_ID" > "$STOP_FILE.$$" &&
+  mv -f "$STOP_FILE.$$" "$STOP_FILE"' USR1
 trap 'touch "$STOP_FILE"' TERM INT
 "${COMMAND[@]}" &
 pid=$!

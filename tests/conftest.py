@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 import sys
+import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -50,6 +54,37 @@ def random_state_dict(shapes: dict[str, list[int]], dtype=torch.float64, seed: i
         else:  # biases, running means, classifier
             sd[key] = torch.randn(shape, generator=gen, dtype=dtype) * 0.1
     return sd
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """utils.results.atomic_write's temporary file (every atomic write's: checkpoints, results): its path is
+    created as usual, its writes go to /dev/full (ENOSPC). Returns the temporary files created."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    from utils import results
+
+    temporaries = []
+
+    def mkstemp(prefix="", suffix="", dir=None):
+        path = Path(dir) / f"{prefix}fulldisk{suffix}"
+        path.write_bytes(b"")
+        temporaries.append(path)
+        return os.open("/dev/full", os.O_WRONLY), str(path)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(results, "permit_as_open_would", lambda fd: None)  # never chmod /dev/full itself
+    return temporaries
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A greyscale PNG that declares ``width`` x ``height`` and holds no pixels: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="session")

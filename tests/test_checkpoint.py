@@ -96,6 +96,52 @@ def test_weights_reader_keeps_its_error_type_and_download_hint(tmp_path):
         read_checkpoint(tmp_path / "missing.pth", "backbone weights file")
 
 
+class _Planted:
+    """Unpickled in full, it creates ``marker``: the stand-in for code a planted file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_file_of_objects_that_are_not_weights_says_so_to_every_reader(tmp_path):
+    """Not "truncated or corrupt, is the download complete?": the file is whole, and nothing of it is built."""
+    from models.weights import IncompatibleWeightsError, load_model_weights
+    from models.weights import read_checkpoint as read_weights
+    from utils.checkpoint import NotWeightsError, read_checkpoint
+
+    marker, planted = tmp_path / "the planted code ran", tmp_path / "model.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "hook": _Planted(marker)}, planted)
+    expected = (
+        f"cannot read {planted} as a PyTorch checkpoint: it contains objects that are not weights (io.open), which "
+        "are not loaded: unpickling them could run code from the file. If you trust its source, load it with "
+        "torch.load(..., weights_only=False) and torch.save only its tensors (a state_dict)"
+    )
+    with pytest.raises(NotWeightsError) as err:
+        read_checkpoint(planted)
+    assert str(err.value) == expected
+    for read in (lambda: read_weights(planted, "backbone weights file"), lambda: load_model_weights(None, planted)):
+        with pytest.raises(IncompatibleWeightsError) as err:
+            read()
+        assert str(err.value) == expected  # no "is the download complete?"
+    import argparse
+
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "reference.pth")  # torchvision's recipe
+    with pytest.raises(NotWeightsError, match=r"it contains objects that are not weights \(argparse.Namespace\)"):
+        read_checkpoint(tmp_path / "reference.pth")
+
+    work_dir = _run_dir(tmp_path / "run", iterations=(10, 20))
+    (work_dir / "last.pth").unlink()
+    shutil.copyfile(planted, work_dir / "last.pth")
+    warnings = []
+    path, state = find_resume_checkpoint("auto", work_dir, warn=warnings.append)
+    assert (path.name, state["iter"]) == ("iter_0000020.pth", 20)
+    assert f"{work_dir / 'last.pth'} is unusable: it contains objects that are not weights (io.open)" in warnings[0]
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- resume
 
 
@@ -230,7 +276,7 @@ def test_the_patterns_match_the_names_save_atomic_really_uses(tmp_path, monkeypa
         names.append(Path(name).name)
         return fd, name
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
     save_training_checkpoint(_training_state(7), tmp_path, 7, keep=1)
     save_atomic({"miou": 0.5}, tmp_path / "best.pth")
     assert [re.sub(r"\.[a-z0-9_]{8}\.tmp$", ".*.tmp", n) for n in names] == [
@@ -241,23 +287,6 @@ def test_the_patterns_match_the_names_save_atomic_really_uses(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------- full disk
-
-
-@pytest.fixture
-def full_disk(tmp_path, monkeypatch):
-    """save_atomic's temporary file: its path is created as usual, its writes go to /dev/full (ENOSPC)."""
-    if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full")
-    temporaries = []
-
-    def mkstemp(prefix="", suffix="", dir=None):
-        path = Path(dir) / f"{prefix}fulldisk{suffix}"
-        path.write_bytes(b"")
-        temporaries.append(path)
-        return os.open("/dev/full", os.O_WRONLY), str(path)
-
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
-    return temporaries
 
 
 @pytest.mark.parametrize("numel", [4, 1_000_000])  # a small write fails at flush, a large one inside torch.save

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import png_header
 from datasets import ADE20K, Cityscapes, DatasetError, FolderDataset
-from datasets.base import read_image
+from datasets.base import read_image, read_mask
 from datasets.synthetic import CLASSES as WORLD_CLASSES
 
 
@@ -204,3 +205,48 @@ def test_folder_masks_match_png_in_any_case(synthetic_folder, tmp_path):
 def test_folder_classes_must_be_a_list_of_names(synthetic_folder, classes):
     with pytest.raises(ValueError, match=r"classes must list 1 to 255 class names.*e\.g\. classes=\[background"):
         FolderDataset(synthetic_folder, "train", classes=classes)
+
+
+def test_an_image_over_pillows_limit_is_one_line_naming_the_file_and_the_key(tmp_path):
+    """Was: Pillow's DecompressionBombError, a traceback without the file name."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    huge = tmp_path / "huge.png"
+    png_header(huge, 20000, 10000)
+    with pytest.raises(DatasetError) as err:
+        read_image(huge)
+    assert str(err.value) == (
+        f"image {huge} is 20000x10000 = 200,000,000 pixels, over the limit of {2 * pillow:,} (Pillow's guard against "
+        "decompression bombs); if you trust the file, raise the limit: data.max_image_pixels=200000000"
+    )
+    with pytest.raises(DatasetError, match=f"cannot decode image {huge}"):  # a raised limit opens it (no pixels here)
+        read_image(huge, 200_000_000)
+    assert Image.MAX_IMAGE_PIXELS == pillow  # Pillow's own check is back
+
+    small = tmp_path / "small.png"
+    Image.new("L", (64, 48)).save(small)
+    with pytest.raises(DatasetError) as err:
+        read_image(small, 3000, "--max-pixels")
+    assert str(err.value) == (
+        f"image {small} is 64x48 = 3,072 pixels, over the limit of 3,000 (set by --max-pixels); if you trust the "
+        "file, raise the limit: --max-pixels 3072"
+    )
+    with pytest.raises(DatasetError, match=re.escape(f"mask {small} is 64x48 = 3,072 pixels, over the limit")):
+        read_mask(small, 3000)
+    assert read_image(small, 3072).shape == (3, 48, 64) and read_mask(small, 3072).shape == (48, 64)
+
+
+def test_data_max_image_pixels_limits_the_datasets(tree):
+    from conftest import ROOT
+    from datasets import build_dataset
+    from utils.config import load_config
+
+    cfg = load_config(ROOT / "configs/demo.yaml", [f"data.root={tree}", "data.max_image_pixels=8000"])
+    dataset = build_dataset(cfg, "train+val")
+    with pytest.raises(DatasetError) as err:
+        dataset[0]
+    assert str(err.value).endswith(
+        "is 128x64 = 8,192 pixels, over the limit of 8,000 (set by data.max_image_pixels); if you trust the file, "
+        "raise the limit: data.max_image_pixels=8192"
+    )
+    cfg = load_config(ROOT / "configs/demo.yaml", [f"data.root={tree}", "data.max_image_pixels=8192"])
+    assert build_dataset(cfg, "val")[0]["image"].shape[-2:] == (64, 128)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, png_header
 from datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
 from datasets.doctor import check_dataset
 from datasets.synthetic import CLASSES as WORLD_CLASSES
@@ -83,6 +83,33 @@ def test_truncated_image_is_decoded_and_named(synthetic_cityscapes, tmp_path, ca
     assert "  decoded 3 of 3 images and their masks" in out
     assert f"PROBLEM: val: 1 of 6 files cannot be read for training:\n  cannot decode image {broken}" in out
     assert "PROBLEM: train" not in out
+
+
+def test_an_image_over_the_pixel_limit_is_a_problem_naming_it_and_the_flag(synthetic_cityscapes, tmp_path, capsys):
+    """Was: Pillow's DecompressionBombError, a traceback without the file name."""
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_cityscapes, root)
+    huge = sorted(root.glob("leftImg8bit/val/*/*.png"))[1]
+    png_header(huge, 20000, 9000)
+    assert check_dataset_script.main(["--dataset", "cityscapes", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"PROBLEM: val: 1 of 6 files cannot be read for training:\n  image {huge} is 20000x9000 = 180,000,000 pixels, "
+        f"over the limit of {2 * Image.MAX_IMAGE_PIXELS:,} (Pillow's guard against decompression bombs); if you trust "
+        "the file, raise the limit: --max-pixels 180000000\n"
+    ) in out
+    assert "PROBLEM: train" not in out
+    args = ["--dataset", "cityscapes", "--root", str(synthetic_cityscapes), "--max-pixels", "8000"]
+    assert check_dataset_script.main(args) == 1
+    assert (
+        "over the limit of 8,000 (set by --max-pixels); if you trust the file, raise the limit: --max-pixels 8192"
+        in (capsys.readouterr().out)
+    )
+    assert check_dataset_script.main([*args[:-1], "8192"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        check_dataset_script.parse_args([*args[:-1], "0"])
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: --max-pixels must be at least 1 (see --help)\n"
 
 
 def test_max_images_decodes_an_evenly_spaced_subset(synthetic_cityscapes, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 import eval as eval_script
-from conftest import ROOT, tiny_config
+from conftest import ROOT, png_header, tiny_config
 from datasets import Cityscapes
 from datasets.cityscapes import CLASSES, LABEL_ID_TO_TRAIN_ID
 from models import build_model
@@ -257,6 +258,63 @@ def test_predict_writes_masks_and_overlays_like_eval(synthetic_cityscapes, check
         assert overlay.size == Image.open(image).size and overlay.mode == "RGB"
         name = image.stem.removesuffix("_leftImg8bit")
         assert np.array_equal(mask, np.asarray(Image.open(tmp_path / "eval" / f"{name}.png")))  # the same inference
+
+
+def _predict(checkpoint, *args: str) -> int:
+    """scripts/predict.py through utils.cli.run, as on the command line."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import predict
+
+    from utils.cli import run
+
+    config = ["--config", str(ROOT / "configs/demo.yaml"), "--checkpoint", str(checkpoint), "--crop", "32", "32"]
+    return run(predict.main, [*config, *TINY, *args])
+
+
+@pytest.mark.slow
+def test_predict_names_an_image_over_the_pixel_limit_and_its_flag(synthetic_cityscapes, checkpoint, tmp_path, capsys):
+    """Was: Pillow's DecompressionBombError, a traceback without the file name."""
+    huge = tmp_path / "huge.png"
+    png_header(huge, 20000, 10000)
+    assert _predict(checkpoint, "--input", str(huge), "--output", str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: image {huge} is 20000x10000 = 200,000,000 pixels, over the limit of {2 * Image.MAX_IMAGE_PIXELS:,} "
+        "(Pillow's guard against decompression bombs); if you trust the file, raise the limit: --max-pixels 200000000"
+    )
+    image = sorted((synthetic_cityscapes / "leftImg8bit/val").glob("*/*.png"))[0]
+    args = ["--input", str(image), "--output", str(tmp_path / "out")]
+    assert _predict(checkpoint, *args, "--max-pixels", "8000") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: image {image} is 128x64 = 8,192 pixels, over the limit of 8,000 (set by --max-pixels); if you trust "
+        "the file, raise the limit: --max-pixels 8192"
+    )
+    assert _predict(checkpoint, *args, "--max-pixels", "8192") == 0
+    assert (tmp_path / "out" / f"{image.stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_predict_into_its_input_folder_twice_and_past_a_planted_link(
+    synthetic_cityscapes, checkpoint, tmp_path, capsys
+):
+    """Was: the second run predicted the first run's outputs too; a link at an output path had its target written."""
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_cityscapes / "leftImg8bit/val", photos)
+    inputs = sorted(photos.rglob("*.png"))
+    out = photos / "predictions"
+    victim = tmp_path / "precious.png"
+    victim.write_bytes(b"not yours to overwrite")
+    planted = out / inputs[0].relative_to(photos).with_suffix("")
+    planted = planted.with_name(f"{planted.name}_color.png")
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(victim)
+    for _ in range(2):
+        assert _predict(checkpoint, "--input", str(photos), "--output", str(out)) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"wrote {2 * len(inputs)} files to {out}"
+    assert victim.read_bytes() == b"not yours to overwrite" and not planted.is_symlink()
+    expected = [
+        image.relative_to(photos).with_name(f"{image.stem}{end}") for image in inputs for end in (".png", "_color.png")
+    ]
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == sorted(expected)
 
 
 @pytest.mark.slow

@@ -142,6 +142,32 @@ def test_slurm_time_limit_warning_and_preemption_under_torchrun(synthetic_citysc
     assert _losses(work_dir)[-3:] == losses[-3:] and _losses(preempted)[-3:] == losses[-3:]
 
 
+def test_the_time_limit_warning_while_the_processes_start_stops_and_requeues(synthetic_cityscapes, tmp_path, cluster):
+    """Was: the script's stop file, written while train.py started, was refused as "left by an earlier stop":
+    the job ended without a requeue. Here torchrun starts only once the warning has made the stop file."""
+    launch, slurm_log, stop_file = cluster
+    started = tmp_path / "torchrun started"
+    torchrun = tmp_path / "bin" / "torchrun"  # first on the job's PATH: holds the real torchrun back
+    torchrun.write_text(f"""#!/usr/bin/env bash
+touch '{started}'
+while [[ ! -e '{stop_file}' ]]; do sleep 0.1; done
+exec '{Path(sys.executable).parent / "torchrun"}' "$@"
+""")
+    torchrun.chmod(0o755)
+    work_dir = tmp_path / "run"
+    job = launch(work_dir, synthetic_cityscapes)
+    deadline = time.time() + 120
+    while not started.exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    assert started.exists(), job.communicate()[0][-3000:]
+    job.send_signal(signal.SIGUSR1)
+    output = job.communicate(timeout=300)[0]
+    assert job.returncode == 0, output[-3000:]
+    assert stop_file.read_text().startswith(f"stop requested (stop file {stop_file}): stopped at iteration 1 of 16")
+    assert re.fullmatch(r"requeue \d+\n", slurm_log.read_text()), output[-3000:]
+    assert torch.load(work_dir / "last.pth", weights_only=True)["iter"] == 1
+
+
 def _args(root: Path, work_dir: Path, *extra: str) -> list[str]:
     return ["--config", str(ROOT / "configs/demo.yaml"), f"data.root={root}", f"train.work_dir={work_dir}", *TINY,
             "train.max_iters=4", *extra]  # fmt: skip

@@ -8,6 +8,7 @@ import signal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import ROOT
 from utils.preemption import StopRequest, ignore_stop_signals
 
 
@@ -53,7 +54,6 @@ def test_dataloader_workers_ignore_stop_signals():
 
 def test_train_refuses_a_stop_file_that_already_exists(tmp_path, capsys):
     """A stale stop file would stop the run, and every resumed run, after one iteration."""
-    from conftest import ROOT
     from train import main
     from utils.cli import run
 
@@ -66,3 +66,18 @@ def test_train_refuses_a_stop_file_that_already_exists(tmp_path, capsys):
         "first iteration): delete it, then start again\n"
     )
     assert not work_dir.exists() and stop_file.exists()  # nothing written, nothing deleted behind the user's back
+
+
+def test_a_stop_file_left_by_an_earlier_stop_is_told_from_the_job_scripts_request_to_this_run(tmp_path):
+    """SLURM's warning may come while the processes start: the job script's request is then already there."""
+    from utils.preemption import REQUEST, left_by_earlier_stop
+
+    stop_file = tmp_path / "slurm-7.stop"
+    assert not left_by_earlier_stop(stop_file)
+    stop_file.write_text(f"{REQUEST} SLURM time-limit warning (USR1), job 7\n")
+    assert not left_by_earlier_stop(stop_file)
+    for left in ("stop requested (stop file x): stopped at iteration 5 of 9, saved\n", ""):
+        stop_file.write_text(left)
+        assert left_by_earlier_stop(stop_file)
+    script = (ROOT / "scripts/slurm_train.sh").read_text()
+    assert f"""trap 'warned=1; echo "{REQUEST} SLURM time-limit warning (USR1), job $SLURM_JOB_ID" >""" in script

@@ -356,3 +356,21 @@ def test_training_writes_strict_json_and_the_protocol_and_a_finished_run_is_left
     assert train.main([*args, "--resume", "auto"]) == 0
     assert json.loads((work_dir / "val_metrics.json").read_text())["iter"] == 2
     assert (work_dir / "train.log").read_text().count("validation at iteration 2") == 2
+
+
+def test_an_image_over_the_pixel_limit_is_one_error_line_from_a_dataloader_worker(
+    synthetic_cityscapes, tmp_path, capsys
+):
+    """Was: Pillow's DecompressionBombError, a traceback without the file name; the limit is data.max_image_pixels."""
+    from utils.cli import run
+
+    args = ["--config", str(ROOT / "configs/demo.yaml"), f"data.root={synthetic_cityscapes}", *TINY,
+            f"train.work_dir={tmp_path / 'run'}", "train.num_workers=2", "data.max_image_pixels=8000"]  # fmt: skip
+    assert run(train.main, args) == 2
+    err = capsys.readouterr().err  # the log's lines, then the error
+    assert "Traceback" not in err and re.fullmatch(
+        rf"(.*\n)*error: image {re.escape(str(synthetic_cityscapes))}/leftImg8bit/train/\w+/\w+\.png is 128x64 = 8,192 "
+        r"pixels, over the limit of 8,000 \(set by data.max_image_pixels\); if you trust the file, raise the limit: "
+        r"data.max_image_pixels=8192\n",
+        err,
+    ), err

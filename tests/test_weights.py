@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,13 +81,33 @@ def test_torchvision_weights_reproduce_torchvision_dilated_resnet(tmp_path):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_torchvision_weights_by_name_from_the_hub_cache(tmp_path, monkeypatch):
+def _in_the_hub_cache(obj, tmp_path, monkeypatch) -> Path:
+    """``obj`` saved as torchvision's ResNet-18 file in a hub cache under ``tmp_path``, named as torchvision
+    names it after the first digits of its SHA-256 (the weights' URL is changed to that name)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    saved = tmp_path / "saved.pth"
+    torch.save(obj, saved)
+    sha256 = hashlib.sha256(saved.read_bytes()).hexdigest()
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
-    cached.parent.mkdir(parents=True)
+    monkeypatch.setattr(weights.value, "url", f"https://download.pytorch.org/models/resnet18-{sha256[:8]}.pth")
+    cached = tmp_path / "hub" / "checkpoints" / f"resnet18-{sha256[:8]}.pth"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    return saved.rename(cached)
+
+
+class _Planted:
+    """Unpickled in full, it creates ``marker``: the stand-in for code a planted file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_torchvision_weights_by_name_from_the_hub_cache(tmp_path, monkeypatch):
     tv = torchvision.models.resnet18()
-    torch.save(tv.state_dict(), cached)
+    _in_the_hub_cache(tv.state_dict(), tmp_path, monkeypatch)
     cfg = BackboneConfig(
         depth=18,
         deep_stem=False,
@@ -97,6 +118,56 @@ def test_torchvision_weights_by_name_from_the_hub_cache(tmp_path, monkeypatch):
     )
     backbone = build_backbone(cfg, build_norm_layer("bn"))
     assert torch.equal(backbone.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
+
+
+def test_a_pickle_planted_in_the_hub_cache_never_runs(tmp_path, monkeypatch):
+    """torchvision unpickles a cached file in full and checks its hash on download only (issue: code execution
+    through model.backbone.pretrained=ResNet18_Weights.IMAGENET1K_V1)."""
+    marker = tmp_path / "the planted code ran"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    real_name = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]  # resnet18-f37072fd.pth
+    real_name.parent.mkdir(parents=True)
+    torch.save({"weights": _Planted(marker)}, real_name)
+    backbone = ResNet(18, deep_stem=False, multi_grid=None)
+    with pytest.raises(IncompatibleWeightsError) as err:
+        load_backbone_weights(backbone, "ResNet18_Weights.IMAGENET1K_V1")
+    sha256 = hashlib.sha256(real_name.read_bytes()).hexdigest()
+    assert str(err.value) == (
+        f"{real_name}: SHA-256 {sha256} does not start with f37072fd, as the name of torchvision's file for "
+        "ResNet18_Weights.IMAGENET1K_V1 says: it is not that file (replaced, or damaged). Delete it; it is "
+        "downloaded again"
+    )
+    assert not marker.exists()
+
+    # a file whose name carries its own hash is still read without building its objects
+    planted = _in_the_hub_cache({"weights": _Planted(marker)}, tmp_path, monkeypatch)
+    with pytest.raises(IncompatibleWeightsError) as err:
+        load_backbone_weights(backbone, "ResNet18_Weights.IMAGENET1K_V1")
+    message = str(err.value)
+    assert message.startswith(
+        f"cannot read {planted} as a PyTorch checkpoint: it contains objects that are not weights (io.open), which "
+        "are not loaded: unpickling them could run code from the file."
+    )
+    assert "truncated" not in message and "download" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_torchvision_weights_are_downloaded_with_the_hash_of_their_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    tv = torchvision.models.resnet18()
+    downloads = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, Path(dst).name, hash_prefix))
+        torch.save(tv.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    backbone = ResNet(18, deep_stem=False, multi_grid=None)
+    with pytest.raises(IncompatibleWeightsError, match="does not start with f37072fd"):  # the fake is not the file
+        load_backbone_weights(backbone, "ResNet18_Weights.IMAGENET1K_V1")
+    assert downloads == [(url, "resnet18-f37072fd.pth", "f37072fd")]  # torch.hub checks the download against it
 
 
 def test_torchvision_download_failure_explains_the_offline_fix(tmp_path, monkeypatch):

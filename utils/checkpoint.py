@@ -15,7 +15,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .results import permit_as_open_would
+from .results import atomic_write, disk_full, disk_full_error, human_size
 
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng", "config")
 ITER_FILE = re.compile(r"iter_(\d+)\.pth")
@@ -41,15 +40,23 @@ class CheckpointReadError(ValueError):
         self.path, self.reason = path, reason
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+class NotWeightsError(CheckpointReadError):
+    """A file whose pickle holds objects that are not weights (a class, a function): ``weights_only``
+    refuses to build them, since unpickling them could run code from the file. Complete, not corrupt."""
+
+
+# torch's weights_only refusals of what a file holds (torch/_weights_only_unpickler.py), as opposed to
+# bytes it cannot parse ("Unsupported operand", a zip without its central directory ...)
+_NOT_WEIGHTS = re.compile(r"GLOBAL ([\w.]+)|Can only (?:create new object|build) .*?got (?:<class ')?([\w.]+)")
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load`` on the CPU with ``weights_only=True`` (no code execution), with clear errors.
 
     A missing file is a ``FileNotFoundError`` ("<what> not found: <path>"), an unreadable one a
-    one-line ``CheckpointReadError`` with its size and torch's reason.
+    one-line ``CheckpointReadError`` with its size and torch's reason; a file that holds objects other
+    than tensors and plain containers (a planted pickle, a training script's ``argparse.Namespace``)
+    is a ``NotWeightsError`` that says so: nothing of it is built.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,9 +64,18 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises OSError, RuntimeError, EOFError, UnpicklingError ... for bad files
+        refused = _NOT_WEIGHTS.search(str(err)) if "Weights only load failed" in str(err) else None
+        if refused:
+            what = refused.group(1) or refused.group(2)
+            reason = (
+                f"it contains objects that are not weights ({what}), which are not loaded: unpickling them could "
+                "run code from the file. If you trust its source, load it with torch.load(..., weights_only=False) "
+                "and torch.save only its tensors (a state_dict)"
+            )
+            raise NotWeightsError(path, reason) from err
         first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:200]  # torch's messages go on and on
         detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
-        reason = f"truncated, corrupt or not a PyTorch file ({_size(path.stat().st_size)}; {detail})"
+        reason = f"truncated, corrupt or not a PyTorch file ({human_size(path.stat().st_size)}; {detail})"
         raise CheckpointReadError(path, reason) from err
 
 
@@ -172,36 +188,14 @@ def _disk_full(err: BaseException, directory: Path) -> int:
     is its ``__context__``); closing the file then raises the OSError again. Either is recognised by
     the errno anywhere in the exception chain; a bare "unexpected pos" counts when the disk is full.
     """
-    seen, pending = set(), [err]
-    while pending:
-        e = pending.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return e.errno
-        pending += [e.__cause__, e.__context__]
-    if isinstance(err, RuntimeError) and "unexpected pos" in str(err):
+    code = disk_full(err, directory)
+    if not code and isinstance(err, RuntimeError) and "unexpected pos" in str(err):
         try:
             if shutil.disk_usage(directory).free < 2**20:
                 return errno.ENOSPC
         except OSError:
             pass
-    return 0
-
-
-def _disk_full_error(code: int, path: Path, existed: bool, written: int | None) -> OSError:
-    where = "no space left on" if code == errno.ENOSPC else "disk quota exceeded writing"
-    facts = []
-    if written:
-        facts.append(f"the write stopped after {_size(written)}")
-    try:
-        facts.append(f"{_size(shutil.disk_usage(path.parent).free)} free there now")
-    except OSError:
-        pass
-    kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
-    facts = f" ({', '.join(facts)})" if facts else ""
-    return OSError(code, f"{where} {path}{facts}; {kept}, the partial file was removed")
+    return code
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -210,33 +204,8 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     On any failure the temporary file is removed and ``path`` is untouched. A full disk (or quota)
     is an ``OSError(ENOSPC / EDQUOT)`` whose message names ``path`` and the free space.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        code = _disk_full(err, path.parent)
-        if code:
-            raise _disk_full_error(code, path, existed, None) from err
-        raise
-    try:
-        permit_as_open_would(fd)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows when on the same filesystem
-    except BaseException as err:
-        code = _disk_full(err, path.parent) if isinstance(err, Exception) else 0
-        try:
-            written = os.path.getsize(tmp)
-        except OSError:
-            written = None
-        Path(tmp).unlink(missing_ok=True)
-        if code:
-            raise _disk_full_error(code, path, existed, written) from err
-        raise
+    with atomic_write(path, "wb", fsync=True, full=_disk_full) as f:
+        torch.save(obj, f)
 
 
 def save_training_checkpoint(state: dict[str, Any], work_dir: str | Path, iteration: int, keep: int) -> Path:
@@ -266,7 +235,7 @@ def save_training_checkpoint(state: dict[str, Any], work_dir: str | Path, iterat
         link.unlink(missing_ok=True)
         code = _disk_full(err, work_dir) if isinstance(err, Exception) else 0
         if code:
-            raise _disk_full_error(code, last, last.exists(), None) from err
+            raise disk_full_error(code, last, last.exists(), None) from err
         raise
     for old in sorted(work_dir.glob("iter_*.pth"))[: -keep if keep > 0 else None]:
         old.unlink()

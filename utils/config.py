@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from .protocol import Protocol
+from .results import atomic_write
 from .schema import ConfigError, NamedArgs, bounded, build, field_value, is_switch, merge, set_dotted, to_plain
 
 
@@ -85,6 +86,7 @@ class DataConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB in [0, 1]
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_image_pixels: int | None = bounded(None, min=1)  # larger images / masks are refused; null: Pillow's limit
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(_dump(config_to_dict(cfg)))
+    with atomic_write(path) as f:  # replaces a symbolic link at path, never writes through it
+        f.write(_dump(config_to_dict(cfg)))
 
 
 class _Dumper(yaml.SafeDumper):

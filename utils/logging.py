@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -63,9 +64,19 @@ def setup_logging(work_dir: Path | None, is_main: bool, name: str = "spnet") -> 
 
 
 def log_to_file(logger: logging.Logger, work_dir: Path) -> None:
-    """Start ``<work_dir>/train.log`` (appending): the held records first, then everything from now on."""
+    """Start ``<work_dir>/train.log`` (appending): the held records first, then everything from now on.
+
+    A symbolic link named train.log is refused: appending would write through it into whatever file
+    it points to.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
-    file = logging.FileHandler(work_dir / "train.log")
+    path = work_dir / "train.log"
+    if path.is_symlink():
+        raise ValueError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); a run appends its log to a file of its own "
+            "only: remove the link, then start again"
+        )
+    file = logging.FileHandler(path)
     file.setFormatter(_FORMATTER)
     for held in [h for h in logger.handlers if isinstance(h, _Held)]:
         for record in held.records:

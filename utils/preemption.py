@@ -3,9 +3,10 @@
 How the requests arrive (docs/training.md, "Preemption"):
 
 - SLURM's time-limit warning, ``#SBATCH --signal=B:USR1@<seconds>``, reaches the batch script
-  only; ``scripts/slurm_train.sh`` then creates the stop file that every training process polls
-  (``--stop-file``). A file works across nodes and through ``torchrun``, which rewrites exit codes
-  and would die on a signal it does not handle.
+  only; ``scripts/slurm_train.sh`` then writes the stop file that every training process polls
+  (``--stop-file``), saying ``requested: ...`` (``REQUEST``), so that a run still starting takes it
+  for its own and not for one left by an earlier stop. A file works across nodes and through
+  ``torchrun``, which rewrites exit codes and would die on a signal it does not handle.
 - Preemption, ``scancel`` and Ctrl-C send SIGTERM / SIGINT to every process of the job. The training
   processes set a flag; DataLoader workers ignore these signals (``ignore_stop_signals``), so that
   they do not die first and take the main process down with them.
@@ -17,15 +18,35 @@ file, where the job script reads it to decide whether to requeue.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from .results import atomic_write
+
 T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# How scripts/slurm_train.sh's stop file starts when SLURM's time-limit warning made it: a request to
+# the run now going, which may still be starting (the script deletes the file before it starts the run).
+REQUEST = "requested:"
+
+
+def left_by_earlier_stop(stop_file: str | Path) -> bool:
+    """Whether ``stop_file`` exists and is not a pending request of the job script (``REQUEST``).
+
+    A stop file that holds an outcome (``stop requested ...: stopped at iteration N``) or anything
+    else when a run starts was left by an earlier stop, and would stop this run after its first
+    iteration; one the job script wrote on SLURM's warning while the processes were starting is for
+    this run, which then stops (and is requeued) as it would have a moment later.
+    """
+    try:
+        return not Path(stop_file).read_text().startswith(REQUEST)
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError):  # a folder, unreadable, or binary: not the script's request
+        return True
 
 
 class StopRequest:
@@ -60,10 +81,8 @@ class StopRequest:
     def report(self, message: str) -> None:
         """Write the outcome into the stop file (the job script requeues when it says ``stopped``)."""
         if self.stop_file is not None:
-            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.stop_file.with_name(f".{self.stop_file.name}.tmp")
-            tmp.write_text(message + "\n")
-            os.replace(tmp, self.stop_file)
+            with atomic_write(self.stop_file) as f:
+                f.write(message + "\n")
 
     def close(self) -> None:
         """Give the signals back to their previous handlers (train.main may run several times in a process)."""

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .results import atomic_write
+
 TITLES = ("image", "ground truth", "prediction")
 IGNORE_INDEX = 255
 
@@ -143,5 +145,6 @@ def _legend_band(
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    """``image`` as a PNG at ``path``, written atomically; a symbolic link there is replaced, not followed."""
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
