@@ -92,6 +92,7 @@ def random_training_step(
     t, device = cfg.train, torch.device(device)
     if t.amp == "fp16" and device.type != "cuda":
         raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
+    torch.backends.cudnn.benchmark = not t.deterministic  # as train.py: kernels timed once for the fixed size
     torch.manual_seed(0)
     model = build_model(cfg, load_pretrained=False).to(device)
     if state is not None:
@@ -128,32 +129,38 @@ def random_training_step(
 
 
 def training_memory(cfg, *, batch: int, size: tuple[int, int], device: str | torch.device) -> dict:
-    """Peak memory of one training step of ``cfg`` at ``batch`` x ``size`` on ``device``, measured.
+    """Peak memory of training ``cfg`` at ``batch`` x ``size`` on ``device``, measured over two steps.
 
-    A first step allocates what every later step keeps (momentum buffers; kernel choices; compiling), then
-    the second is measured. CUDA: the caching allocator's tensors (``max_memory_allocated``). CPU: the
-    process's peak resident set (Linux ``VmHWM``), the memory the step needs from the machine, allocator
-    and library buffers included; the memory freed by the first step is handed back to the OS first
-    (``malloc_trim``), so that the second step has to take its peak from the OS again.
+    The first step allocates what every later one keeps (momentum buffers, kernel choices, a compile);
+    its peak can be the higher one. ``peak_memory_gib`` is the higher peak of the two steps, what to size a
+    run for; ``step_memory_gib`` is what the second step adds to the memory held between steps
+    (activations, gradients, temporaries: what activation checkpointing lowers). CUDA: the caching
+    allocator's tensors (``max_memory_allocated``). CPU: the process's resident set (Linux ``VmHWM``), the
+    memory the step takes from the machine, allocator and library buffers included; the memory freed by
+    the first step is handed back to the OS first (``malloc_trim``), so that the second step has to take
+    its peak from the OS again.
     """
     device = torch.device(device)
     step = random_training_step(cfg, batch=batch, size=size, device=device)
+    reset_peak_memory(device)
     step.run()
     _synchronize(device)
+    first_peak = peak_memory_gib(device)
     trim_freed_memory()
     before = current_memory_gib(device)
     reset_peak_memory(device)
     loss = step.run().item()  # .item() waits for the device
-    peak = peak_memory_gib(device)
+    second_peak = peak_memory_gib(device)
+    measured = [p for p in (first_peak, second_peak) if p is not None]
     cuda = device.type == "cuda"
     return {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "batch": batch,
         "input_size": list(size),
-        "peak_memory_gib": peak,
+        "peak_memory_gib": max(measured) if measured else None,
         "memory_before_step_gib": before,
-        "step_memory_gib": None if peak is None or before is None else peak - before,
-        "measured": "CUDA max_memory_allocated" if cuda else "peak resident set of the process (VmHWM)",
+        "step_memory_gib": None if second_peak is None or before is None else second_peak - before,
+        "measured": "CUDA max_memory_allocated" if cuda else "resident set of the process (VmHWM, VmRSS)",
         "loss": loss,
         "settings": step.description,
     }

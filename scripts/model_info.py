@@ -14,9 +14,10 @@ norms, activations, pooling and interpolation are not counted.
 ``--memory`` builds the model on ``--device`` (default: the GPU if there is one) and runs two training
 steps (forward with the aux head, loss, backward, SGD) on a random batch of ``--batch`` x ``--size``,
 with the config's ``train.fast`` / ``train.amp`` / ``train.compile`` and activation checkpointing
-(``model.backbone.checkpoint_stages``, ``model.checkpoint_heads``); it reports the second step's peak:
-on CUDA the tensors' peak (``max_memory_allocated``), on the CPU the process's peak resident set. So
-batch and crop can be sized before a long run (``models.complexity.training_memory``).
+(``model.backbone.checkpoint_stages``, ``model.checkpoint_heads``). It reports the peak, on CUDA of the
+tensors (``max_memory_allocated``), on the CPU of the process's resident set; the memory held between
+steps; and what one step adds to it. So batch and crop can be sized before a long run
+(``models.complexity.training_memory``).
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _memory_line(m: dict) -> str:
     h, w = m["input_size"]
+    what = f"  training, {m['batch']} x {h}x{w} on {m['device']}"
     if m["peak_memory_gib"] is None:
-        return f"  training step, {m['batch']} x {h}x{w} on {m['device']}: peak memory not measurable here"
+        return f"{what}: peak memory not measurable here"
     return (
-        f"  training step, {m['batch']} x {h}x{w} on {m['device']}: peak memory {m['peak_memory_gib']:.2f} GiB "
-        f"({m['measured']}; {m['memory_before_step_gib']:.2f} GiB before the step, "
-        f"+{m['step_memory_gib']:.2f} GiB in it) [{m['settings']}]"
+        f"{what}: peak memory {m['peak_memory_gib']:.2f} GiB over two steps ({m['measured']}); "
+        f"{m['memory_before_step_gib']:.2f} GiB held between steps, +{m['step_memory_gib']:.2f} GiB in a step "
+        f"[{m['settings']}]"
     )
 
 

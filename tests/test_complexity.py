@@ -67,13 +67,13 @@ def _checkpointed(cfg, stages: tuple[int, ...], heads: bool):
 
 
 def test_training_memory_reports_the_peak_of_a_step():
-    """The second of two steps is measured: its peak, what the process held before it, and the difference."""
+    """Two steps are measured: the higher peak, what the process held before the second, what that one added."""
     cfg = _checkpointed(tiny_config(), (3, 4), True)
     m = training_memory(cfg, batch=2, size=(64, 96), device="cpu")
     assert m["device"] == "cpu" and m["batch"] == 2 and m["input_size"] == [64, 96]
     assert m["peak_memory_gib"] > m["memory_before_step_gib"] > 0
-    assert m["step_memory_gib"] == pytest.approx(m["peak_memory_gib"] - m["memory_before_step_gib"])
-    assert m["measured"] == "peak resident set of the process (VmHWM)" and math.isfinite(m["loss"])
+    assert 0 < m["step_memory_gib"] <= m["peak_memory_gib"] - m["memory_before_step_gib"] + 1e-6
+    assert m["measured"] == "resident set of the process (VmHWM, VmRSS)" and math.isfinite(m["loss"])
     assert m["settings"].endswith("compile False; activation checkpointing: stages 3, 4 + heads")
 
 
