@@ -81,6 +81,7 @@ def build_backbone(cfg: Any, norm_layer: Callable[[int], nn.Module], *, load_pre
         attention_position=cfg.attention_position,
         block_conv=block_conv,
         block_conv_placement=cfg.block_conv_placement,
+        checkpoint_stages=cfg.checkpoint_stages,
     )
     if cfg.pretrained and load_pretrained:
         report = load_backbone_weights(backbone, cfg.pretrained)
@@ -153,4 +154,4 @@ def build_model(cfg: Any, *, load_pretrained: bool = True) -> SegmentationModel:
         check_named_args(HEADS, cfg.aux_head_args, "model.aux_head_args", 2, _renamed_heads("model.aux_head"))
     if cfg.backbone.pretrained and load_pretrained:
         logger.info("%s", load_backbone_weights(backbone, cfg.backbone.pretrained))
-    return SegmentationModel(backbone, head, aux_head)
+    return SegmentationModel(backbone, head, aux_head, checkpoint_heads=cfg.checkpoint_heads)

@@ -44,11 +44,11 @@ import torch
 import _root  # noqa: F401  (puts the repository root on sys.path)
 from engine.inference import prepare_for_inference
 from models import build_model
+from models.complexity import random_training_step
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.config import Config, load_config
-from utils.fast_paths import apply_fast_paths, describe_fast_paths, inference_context, reuse_freed_memory
+from utils.fast_paths import inference_context, reuse_freed_memory
 from utils.inference import AMP_DTYPES, infer
-from utils.losses import SegmentationLoss
 from utils.profiling import count_flops, peak_memory_gib, reset_peak_memory
 
 
@@ -71,6 +71,18 @@ def make_side(
     window_batch: int | None = None, state: dict | None = None,
 ) -> Side:  # fmt: skip
     """Build the model of ``cfg`` (weights from ``state`` when given: both sides of --versus share them)."""
+    if mode == "train":
+        train_step, losses = random_training_step(cfg, batch=batch, size=size, device=device, state=state), []
+
+        def step() -> None:
+            loss = train_step.run()
+            if not losses:
+                losses.append(loss.item())
+
+        params = sum(p.numel() for p in train_step.model.parameters())
+        reuse = cfg.train.fast.reuse_memory
+        return Side(name, step, lambda: losses[0], reuse, train_step.description, cfg.train.compile, params)
+
     torch.manual_seed(0)
     model = build_model(cfg, load_pretrained=False).to(device)
     if state is not None:
@@ -78,34 +90,6 @@ def make_side(
     params = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *size, generator=generator).to(device)
-    target = torch.randint(0, cfg.model.num_classes, (batch, *size), generator=generator).to(device)
-    if mode == "train":
-        t = cfg.train
-        if t.amp == "fp16" and torch.device(device).type != "cuda":
-            raise ValueError("train.amp=fp16 is for CUDA; use train.amp=bf16 on the CPU")
-        memory_format = apply_fast_paths(model, t.fast, device)
-        model.train()
-        x = x.contiguous(memory_format=memory_format)
-        call = torch.compile(model) if t.compile else model
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        scaler = torch.amp.GradScaler(torch.device(device).type, enabled=t.amp == "fp16")
-        criterion, dtype, losses = SegmentationLoss("ce", aux_weight=0.4), AMP_DTYPES[t.amp], []
-
-        def step() -> None:
-            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-                loss, _ = criterion(call(x), target, float(target.numel()))
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if not losses:
-                losses.append(loss.item())
-
-        channels_last = memory_format == torch.channels_last
-        fast = describe_fast_paths(t.fast)
-        description = f"train.fast: {fast}; channels_last {channels_last}; amp {t.amp}; compile {t.compile}"
-        return Side(name, step, lambda: losses[0], t.fast.reuse_memory, description, t.compile, params)
-
     e = cfg.eval
     if e.amp == "fp16" and torch.device(device).type != "cuda":
         raise ValueError("eval.amp=fp16 is for CUDA; use eval.amp=bf16 on the CPU")

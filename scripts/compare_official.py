@@ -155,6 +155,7 @@ class Worker:
         self.image = torch.randn(job.batch, 3, *job.size, generator=generator).to(self.device)
         self.target = torch.randint(0, self.num_classes, (job.batch, *job.size), generator=generator).to(self.device)
         training = job.mode == "train"
+        torch.backends.cudnn.benchmark = training  # both sides, as train.py for its fixed-size crops (CUDA only)
         if job.side == "official":
             self.model, channels_last = self._official(cfg, job).to(self.device), False
         else:

@@ -33,6 +33,7 @@ MODULES = {  # script -> module with parse_args
     "scripts/convert_checkpoint.py": "scripts.convert_checkpoint",
     "scripts/make_synthetic.py": "scripts.make_synthetic",
     "scripts/module_table.py": "scripts.module_table",
+    "scripts/gpu_check.py": "scripts.gpu_check",
     "scripts/paper_tables.py": "scripts.paper_tables",
     "scripts/prepare_cityscapes.py": "scripts.prepare_cityscapes",
     "scripts/run_study.py": "scripts.run_study",

@@ -60,6 +60,17 @@ def test_model_info_cli_json():
     assert info["flops"] > 1e12  # ~1 TFLOP at 769x769 for dilated R101
 
 
+def test_model_info_memory_measures_a_training_step_of_the_config():
+    """--memory: the peak memory of a training step with the config's overrides (here activation checkpointing)."""
+    command = [sys.executable, "scripts/model_info.py", "--config", "configs/demo.yaml", "--memory", "--batch", "2"]
+    command += ["--size", "64", "96", "--device", "cpu", "--json", "model.backbone.checkpoint_stages=[3, 4]"]
+    info = json.loads(subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    m = info["training_memory"]
+    assert (m["device"], m["batch"], m["input_size"]) == ("cpu", 2, [64, 96])
+    assert m["peak_memory_gib"] > m["memory_before_step_gib"] > 0 and m["step_memory_gib"] > 0
+    assert "amp bf16" in m["settings"] and m["settings"].endswith("activation checkpointing: stages 3, 4")
+
+
 def test_convert_official_checkpoint_end_to_end(tmp_path, capsys):
     official = random_state_dict(layout("official_spnet_r50_19cls"), dtype=torch.float32, seed=3)
     torch.save({"epoch": 180, "state_dict": {"module." + k: v for k, v in official.items()}}, tmp_path / "official.pth")
@@ -301,6 +312,7 @@ def test_module_table_feature_size_is_the_backbone_output(crop):
         ("make_synthetic", ["--format", "folder", "--out", "x", "--val", "-1"], "--val must be 0 or more"),
         ("make_synthetic", ["--format", "folder", "--out", "x", "--size", "0", "8"], "--size H W must be at least 1"),
         ("model_info", ["--config", "c.yaml", "--size", "0", "0"], "--size H W must be at least 1 pixel"),
+        ("model_info", ["--config", "c.yaml", "--memory", "--batch", "0"], "--batch must be at least 1, got 0"),
         ("module_table", ["--size", "0", "5"], "--size H W must be at least 1 pixel"),
         ("benchmark", ["--config", "c.yaml", "--size", "8", "-1"], "--size H W must be at least 1 pixel"),
         ("benchmark", ["--config", "c.yaml", "--batch", "0"], "--batch must be at least 1, got 0"),

@@ -46,6 +46,9 @@ class BackboneConfig:
     block_conv_args: NamedArgs = field(default_factory=dict)  # per block conv name, e.g. {sk: {groups: 32}}
     block_conv_placement: str | tuple[tuple[int, ...], ...] = "all"  # which blocks, as attention_placement
     pretrained: str | None = None  # ImageNet init: a local file, or a torchvision weights name
+    # activation checkpointing: in training, each block of these stages (1-4) keeps only its input and runs again
+    # in the backward pass; same numbers, less memory, about a third more time (docs/training.md)
+    checkpoint_stages: tuple[int, ...] = bounded((), min=1, max=4, hint="ResNet stages 1-4, e.g. [3, 4]")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ModelConfig:
     head_args: NamedArgs = field(default_factory=dict)  # per head name, e.g. {sp: {num_context: 1}}
     aux_head: str | None = "fcn"  # on the penultimate stage (3) unless its args set in_stage; null for none
     aux_head_args: NamedArgs = field(default_factory=dict)
+    checkpoint_heads: bool = False  # activation checkpointing of the head and the aux head (as checkpoint_stages)
 
 
 @dataclass(frozen=True)

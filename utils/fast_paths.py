@@ -72,6 +72,16 @@ def reuse_freed_memory(enabled: bool = True) -> bool:
     return True
 
 
+def trim_freed_memory() -> bool:
+    """Return the memory the process keeps for reuse to the OS now (glibc ``malloc_trim``), so that the
+    resident set counts live memory only, e.g. before measuring a step's peak; False off glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def use_strip_conv_fast_path(model: nn.Module, enabled: bool = True) -> int:
     """Switch every strip conv of ``model`` (modules with a ``fast_path`` flag); returns how many."""
     return _switch(model, "fast_path", enabled)

@@ -25,13 +25,25 @@ def peak_memory_gib(device: torch.device | str) -> float | None:
     """GiB at the peak since ``reset_peak_memory``: tensors on CUDA, the whole process on the CPU."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
+    return _status_gib("VmHWM:")
+
+
+def _status_gib(field: str) -> float | None:
+    """A kB field of Linux's ``/proc/self/status`` in GiB; None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 2**20  # kB
     except OSError:
         pass
     return None
+
+
+def current_memory_gib(device: torch.device | str) -> float | None:
+    """GiB in use now: tensors on CUDA (``memory_allocated``), the process's resident set on the CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**30
+    return _status_gib("VmRSS:")
 
 
 def count_flops(work: Callable[[], object]) -> int:

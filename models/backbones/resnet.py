@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..recompute import recomputed, should_recompute
+
 NormLayer = Callable[[int], nn.Module]
 AttentionFactory = Callable[[int], nn.Module]  # channels -> module
 ConvFactory = Callable[..., nn.Module]  # (in_channels, out_channels, *, stride, dilation) -> module
@@ -186,6 +188,8 @@ class ResNet(nn.Module):
     blocks of the last stage use ``dilation * multi_grid[i]`` (official SPNet: 4, 8, 16).
 
     ``out_channels`` and ``strides`` declare what ``forward`` returns (checked by the tests).
+    ``checkpoint_stages`` (1-4): in training, each block of these stages keeps only its input and runs
+    again in the backward pass (activation checkpointing, ``models/recompute.py``): same numbers, less memory.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class ResNet(nn.Module):
         attention_position: str = "mid",
         block_conv: ConvFactory | None = None,
         block_conv_placement: Placement = "all",
+        checkpoint_stages: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
@@ -211,6 +216,8 @@ class ResNet(nn.Module):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if attention_position not in POSITIONS:
             raise ValueError(f"attention_position must be one of {list(POSITIONS)}, got {attention_position!r}")
+        if not set(checkpoint_stages) <= {1, 2, 3, 4}:
+            raise ValueError(f"checkpoint_stages are ResNet stages 1-4, got {list(checkpoint_stages)}")
         block, default_blocks = STAGE_BLOCKS[depth]
         stage_blocks = tuple(stage_blocks or default_blocks)
         if len(stage_blocks) != 4 or min(stage_blocks) < 1:
@@ -222,6 +229,7 @@ class ResNet(nn.Module):
             )
         self.depth = depth
         self.stage_blocks = stage_blocks
+        self.checkpoint_stages = tuple(sorted(set(checkpoint_stages)))
         placement = resolve_placement(attention_placement, stage_blocks) if attention else [set()] * 4
         conv_placement = (
             resolve_placement(block_conv_placement, stage_blocks, "block_conv_placement") if block_conv else [set()] * 4
@@ -322,8 +330,12 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, stem, H/4, W/4)
-        c1 = self.layer1(x)
-        c2 = self.layer2(c1)
-        c3 = self.layer3(c2)
-        c4 = self.layer4(c3)
-        return [c1, c2, c3, c4]
+        features = []
+        for index, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1):
+            if index in self.checkpoint_stages and should_recompute(self):
+                for block in stage:  # one segment per block: the backward holds one block's activations at a time
+                    x = recomputed(block, x)
+            else:
+                x = stage(x)
+            features.append(x)
+        return features  # [c1, c2, c3, c4]
