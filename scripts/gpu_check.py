@@ -378,14 +378,21 @@ def check_ddp_two_processes(ctx: Context) -> list[Row]:
 
 
 def _official_rows(ctx: Context, name: str, args: list[str]) -> list[Row]:
+    """One row per side; an fp32 side fails when its logits are further from the official ones than rounding
+    explains (TF32 off; a wrong layer or weight is off by the logits' own scale)."""
     r = _json(_python(ctx, ["scripts/compare_official.py", "--official", ctx.official, *args, *_device_args(ctx),
-                            "--json"]))  # fmt: skip
+                            "--json"], env={"NVIDIA_TF32_OVERRIDE": "0"}))  # fmt: skip
+    tolerance = 1e-2 * max(1.0, r["max_abs_official_logit"])
     rows = []
     for side, s in r["sides"].items():
+        difference = s["max_abs_logit_difference_to_official"]
         detail = f"{s['seconds'] * 1000:.0f} ms, {s['ratio_to_official']:.2f}x the official time; "
-        detail += f"logits {s['max_abs_logit_difference_to_official']:.1e} from the official ({s['precision']}); "
+        detail += f"logits {difference:.1e} from the official ({s['precision']}"
+        detail += f", at most {tolerance:.1e}); " if s["precision"] == "fp32" else ", not compared); "
         detail += f"{r['batch']} x {r['size'][0]}x{r['size'][1]} {r['mode']}"
-        rows.append(Row(f"{name}/{side}", "passed", s["images_per_second"], s["peak_memory_gib"], detail=detail))
+        passed = s["precision"] != "fp32" or difference <= tolerance
+        rows.append(Row(f"{name}/{side}", "passed" if passed else "failed", s["images_per_second"],
+                        s["peak_memory_gib"], detail=detail))  # fmt: skip
     return rows
 
 

@@ -92,3 +92,28 @@ def test_the_dry_run_covers_every_check(tmp_path):
     assert all(row["images_per_second"] > 0 and row["peak_memory_gib"] > 0 for row in speed.values())
     table = result.stdout[result.stdout.rindex("check ") :]
     assert all(row["check"] in table for row in rows)
+
+
+def test_an_fp32_side_far_from_the_official_logits_fails(monkeypatch, tmp_path):
+    """compare_official's rows: fp32 sides are held to rounding, bf16 / fp16 sides only reported."""
+    side = {"seconds": 0.5, "ratio_to_official": 1.0, "images_per_second": 4.0, "peak_memory_gib": 1.0}
+    report = {"batch": 2, "size": [64, 64], "mode": "train", "max_abs_official_logit": 20.0, "sides": {
+        "official": {**side, "max_abs_logit_difference_to_official": 0.0, "precision": "fp32"},
+        "exact": {**side, "max_abs_logit_difference_to_official": 0.25, "precision": "fp32"},
+        "plain": {**side, "max_abs_logit_difference_to_official": 0.15, "precision": "fp32"},
+        "bf16": {**side, "max_abs_logit_difference_to_official": 3.0, "precision": "torch.bfloat16"},
+    }}  # fmt: skip
+    seen = {}
+
+    def fake_python(ctx, args, env=None, module=None):
+        seen["env"] = env
+        return "compare_official's progress\n" + json.dumps(report)
+
+    monkeypatch.setattr(gpu_check, "_python", fake_python)
+    ctx = gpu_check.Context(False, torch.device("cpu"), tmp_path, "official", deadline=float("inf"), gpus=1)
+    rows = gpu_check._official_rows(ctx, "official_train", [])
+    status = {row.check: row.status for row in rows}
+    assert status == {"official_train/official": "passed", "official_train/exact": "failed",
+                      "official_train/plain": "passed", "official_train/bf16": "passed"}  # fmt: skip
+    assert "at most 2.0e-01" in rows[1].detail and "not compared" in rows[3].detail
+    assert seen["env"] == {"NVIDIA_TF32_OVERRIDE": "0"}
