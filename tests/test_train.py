@@ -374,3 +374,12 @@ def test_an_image_over_the_pixel_limit_is_one_error_line_from_a_dataloader_worke
         r"data.max_image_pixels=8192\n",
         err,
     ), err
+
+
+def test_without_pictures_the_last_line_names_no_picture(synthetic_cityscapes, tmp_path):
+    """train.eval_pictures=0 draws nothing, and the final line does not point at a picture that is not there."""
+    work_dir = tmp_path / "run"
+    assert _run(synthetic_cityscapes, work_dir, "train.max_iters=2", "train.eval_pictures=0") == 0
+    last = (work_dir / "train.log").read_text().strip().splitlines()[-1]
+    assert "final mIoU" in last and "val_predictions.png" not in last
+    assert not (work_dir / "val_predictions.png").exists() and (work_dir / "val_metrics.json").is_file()
