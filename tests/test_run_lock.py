@@ -79,3 +79,31 @@ def test_train_refuses_a_work_dir_in_use_before_touching_it(tmp_path, holder):
             train.main([*args, *extra])
     assert in_progress.read_bytes() == b"x" * 100
     assert sorted(p.name for p in work_dir.iterdir()) == sorted([LOCK_FILE, in_progress.name])
+
+
+def _lock_in_a_process_group(rank: int, work_dir: str, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from engine.run_lock import lock_run
+
+    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    try:
+        lock_run(work_dir, is_main=rank == 0)
+        outcome = "locked"
+    except RunLockedError as err:
+        outcome = str(err)
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(outcome)
+
+
+def test_under_torchrun_every_process_stops_when_the_main_one_finds_the_lock_held(tmp_path, holder):
+    """Only rank 0 takes the lock; the others learn of its refusal instead of waiting in the next collective."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "outcome"
+    args = (str(tmp_path / "run"), str(tmp_path / "store"), str(out))
+    mp.spawn(_lock_in_a_process_group, args=args, nprocs=2, join=True)
+    outcomes = [(tmp_path / f"outcome.{rank}").read_text() for rank in (0, 1)]
+    assert outcomes[0] == outcomes[1]
+    assert f"is in use by another training run (pid {holder.pid} on " in outcomes[0]
