@@ -84,7 +84,7 @@ from utils.optim import build_optimizer, build_scheduler
 from utils.preemption import StopRequest, left_by_earlier_stop
 from utils.protocol import Protocol
 from utils.results import write_json
-from utils.visualize import prediction_panel, save_png
+from utils.visualize import confusion_picture, prediction_panel, save_png
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -491,6 +491,8 @@ def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iterati
             panel = prediction_panel(pictures, run.palette, run.cfg.data.mean, run.cfg.data.std, run.classes, title)
             run.writer.add_image("val/input_truth_prediction", panel, iteration, dataformats="HWC")
             save_png(panel, run.work_dir / "val_predictions.png")
+        confusion = confusion_picture(matrix.matrix.cpu(), run.classes, f"{run.work_dir}, iteration {iteration}")
+        run.writer.add_image("val/confusion_matrix", confusion, iteration, dataformats="HWC")
         if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
             run.best_miou = metrics["miou"]
             save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)

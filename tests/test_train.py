@@ -292,6 +292,8 @@ def test_the_log_and_tensorboard_show_the_lr_each_iteration_trained_with(synthet
     assert [(e.step, e.value) for e in events.Scalars("train/lr")] == [
         (i + 1, pytest.approx(lr, rel=1e-6)) for i, lr in enumerate(expected)
     ]
+    (image,) = events.Images("val/confusion_matrix")  # the final validation's heatmap: 19 rows of 36 pixels
+    assert image.step == 3 and 19 * 36 < image.width < image.height
 
 
 def test_a_complete_run_reports_the_best_miou_of_best_pth(synthetic_cityscapes, tmp_path, capsys):

@@ -118,3 +118,34 @@ def test_old_pillow_font_without_size(monkeypatch):
     panel = prediction_panel(samples, PALETTE, MEAN, STD, class_names=NAMES)
     np.testing.assert_array_equal(plain[-3 * 33 :], _rows(samples))
     assert all(_has(panel[plain.shape[0] :], PALETTE[k]) for k in range(4))
+
+
+def test_confusion_picture_colours_each_row_by_where_its_pixels_went():
+    """Rows are ground truth normalised to 100%: white (0%) to dark blue (100%); a class without pixels is grey."""
+    from utils.visualize import confusion_picture
+
+    matrix = np.array([[5, 5, 0], [0, 10, 0], [0, 0, 0]])  # "a": half right; "b": all right; "c": no pixels
+    picture = confusion_picture(matrix, ["a", "b", "c"], title="run, iteration 7", cell=10)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    low, high = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+
+    def count(colour):
+        return int(np.all(picture == np.asarray(colour, np.uint8), axis=2).sum())
+
+    half, full = (low + 0.5 * (high - low)).round(), high
+    assert count(half) == 2 * 10 * 10  # (a, a) and (a, b)
+    assert count(full) == 10 * 10  # (b, b)
+    assert count((200, 200, 200)) >= 3 * 10 * 10  # the row of c
+    with pytest.raises(ValueError, match=r"a confusion matrix of 3 classes is \(3, 3\), got \(2, 2\)"):
+        confusion_picture(np.zeros((2, 2)), ["a", "b", "c"])
+
+
+def test_confusion_picture_of_many_classes_stays_readable():
+    """150 classes (ADE20K) get small cells without numbers; 19 (Cityscapes) large ones with them."""
+    from utils.visualize import confusion_picture
+
+    names = [f"class {i}" for i in range(150)]
+    big = confusion_picture(np.eye(150, dtype=np.int64), names)
+    assert 150 * 6 <= big.shape[1] <= 150 * 6 + 200
+    small = confusion_picture(np.eye(19, dtype=np.int64), names[:19])
+    assert small.shape[1] >= 19 * 36

@@ -144,6 +144,61 @@ def _legend_band(
     return np.asarray(band)
 
 
+def confusion_picture(
+    matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], title: str | None = None, cell: int = 0
+) -> np.ndarray:
+    """The confusion matrix as a heatmap: one row per ground-truth class, normalised so that a row
+    sums to 100% (where that class's pixels went), one column per predicted class.
+
+    The diagonal is each class's recall. A class without ground-truth pixels has a grey row. Cells show
+    their percentage when they are large enough to read (``cell``: pixels per cell; 0 picks a size for
+    the class count). Returns (H, W, 3) uint8, drawn with Pillow so training needs no plotting library.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"a confusion matrix of {n} classes is ({n}, {n}), got {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    rows = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    cell = cell or max(6, min(36, 720 // n))
+    size = min(14, max(8, cell // 3))
+    font, small = _font(size), _font(max(7, min(size, cell // 3)))
+    top, line = _text_box(font)
+    label = max(font.getbbox(name)[2] for name in class_names) + 2 * line // 3
+    grid = np.empty((n * cell, n * cell, 3), np.uint8)
+    low, high = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])  # white -> dark blue
+    shade = low + rows[..., None] * (high - low)
+    shade[totals[:, 0] == 0] = 200.0  # no ground truth: grey
+    grid[:] = np.repeat(np.repeat(shade.round().astype(np.uint8), cell, axis=0), cell, axis=1)
+    picture = Image.new("RGB", (label + n * cell + 1, label + n * cell + 1), "white")
+    picture.paste(Image.fromarray(grid), (label, label))
+    draw = ImageDraw.Draw(picture)
+    for i, name in enumerate(class_names):  # rows: ground truth, on the left; columns: prediction, on top
+        y = label + i * cell + (cell - line) // 2 - top
+        draw.text((label - font.getbbox(name)[2] - line // 3, y), name, fill="black", font=font)
+        tile = Image.new("RGB", (label, line + 2), "white")
+        ImageDraw.Draw(tile).text((label - font.getbbox(name)[2] - line // 3, 1 - top), name, fill="black", font=font)
+        picture.paste(tile.rotate(90, expand=True), (label + i * cell + (cell - line - 2) // 2, 0))
+    if cell >= 24:
+        for (i, j), value in np.ndenumerate(rows):
+            if totals[i, 0] == 0 or value < 0.005:
+                continue
+            text = f"{100 * value:.0f}"
+            box = small.getbbox(text)
+            x = label + j * cell + (cell - box[2] - box[0]) // 2
+            y = label + i * cell + (cell - box[3] - box[1]) // 2
+            draw.text((x, y), text, fill="white" if value > 0.5 else "black", font=small)
+    draw.rectangle(
+        (label - 1, label - 1, label + n * cell, label + n * cell), outline=(128, 128, 128)
+    )  # around the cells
+    bands = [np.asarray(picture)]
+    width = picture.width
+    bands.insert(0, _caption_band("rows: ground truth, columns: prediction, % of each row", width, size))
+    if title:
+        bands.insert(0, _caption_band(title, width, size))
+    return np.concatenate(bands, axis=0)
+
+
 def save_png(image: np.ndarray, path: str | Path) -> None:
     """``image`` as a PNG at ``path``, written atomically; a symbolic link there is replaced, not followed."""
     with atomic_write(path, "wb") as f:
