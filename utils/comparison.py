@@ -103,6 +103,8 @@ def load_rows(arguments: Sequence[str], labels: Sequence[str] | None = None) -> 
 def check_comparable(rows: Sequence[Row]) -> None:
     """Refuse records of other images, classes or mIoU conventions, naming both files."""
     first = rows[0].seeds[0]
+    if len(first.names) == 0:
+        raise ValueError(f"{first.path}: records of no image; evaluate on a split with labels")
     for other in (s for row in rows for s in row.seeds):
         where = f"{first.path} and {other.path}"
         if len(first.names) != len(other.names) or not np.array_equal(first.names, other.names):
@@ -136,13 +138,19 @@ def bootstrap(rows: Sequence[Row], samples: int, rng: np.random.Generator) -> tu
             picks.append([rng.integers(0, len(r.seeds), size=len(r.seeds)) if len(r.seeds) > 1 else [0] for r in rows])
             weights[b] = np.bincount(rng.integers(0, n, size=n), minlength=n)
         for r, (row, (inter, union)) in enumerate(zip(rows, counts)):
-            summed_i = np.einsum("bn,snc->bsc", weights, inter)  # (size, S, C) exact integers
-            summed_u = np.einsum("bn,snc->bsc", weights, union)
+            summed_i = _weighted_sum(weights, inter)  # (size, S, C)
+            summed_u = _weighted_sum(weights, union)
             chosen = np.array([p[r] for p in picks])  # (size, S)
             taken = np.arange(size)[:, None]
             m, i = _statistics(summed_i[taken, chosen], summed_u[taken, chosen], row.over_all_classes)
             mious[start : start + size, r], ious[start : start + size, r] = m, i
     return mious, ious
+
+
+def _weighted_sum(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, N) weights times (S, N, C) counts -> (B, S, C): a matrix product (BLAS) of integer-valued floats,
+    exact in any order of summation while the sums stay below 2**53 (pixel counts are far below)."""
+    return np.matmul(weights, counts).transpose(1, 0, 2)
 
 
 def permutation_p(a: Row, b: Row, permutations: int, rng: np.random.Generator) -> float:
@@ -159,8 +167,8 @@ def permutation_p(a: Row, b: Row, permutations: int, rng: np.random.Generator) -
     for start in range(0, permutations, CHUNK):
         size = min(CHUNK, permutations - start)
         swaps = np.stack([rng.integers(0, 2, size=n) for _ in range(size)]).astype(np.float64)  # (size, N)
-        moved_i = np.einsum("bn,snc->bsc", swaps, ib - ia)  # what the swapped images move from a to b
-        moved_u = np.einsum("bn,snc->bsc", swaps, ub - ua)
+        moved_i = _weighted_sum(swaps, ib - ia)  # what the swapped images move from a to b
+        moved_u = _weighted_sum(swaps, ub - ua)
         diff = _difference(a, b, ia.sum(1) + moved_i, ua.sum(1) + moved_u, ib.sum(1) - moved_i, ub.sum(1) - moved_u)
         extreme += int(np.sum(np.abs(diff) >= abs(observed) * (1 - 1e-12)))  # ties up to rounding count
     return (1 + extreme) / (1 + permutations)
