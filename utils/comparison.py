@@ -201,7 +201,8 @@ def compare(
             paired = len(row.seeds) == len(rows[0].seeds)
             p = permutation_p(rows[0], row, samples, np.random.default_rng((seed, r))) if paired else None
             low, high = _interval(mious[:, r] - mious[:, 0], q)
-            better = (p is None or p < 1 - level) and (low > 0 or high < 0)
+            significant = p is None or p < 1 - level
+            better = low is not None and significant and (low > 0 or high < 0)  # None: mIoU undefined throughout
             verdict = f"{row.label if low > 0 else rows[0].label} better" if better else "within noise"
             entry["versus_first"] = {"difference": diff, "ci": [low, high], "p": p, "verdict": verdict}
             if per_class:
