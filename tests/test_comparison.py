@@ -183,3 +183,25 @@ def test_missing_records_beside_a_json_is_one_line_naming_it(tmp_path, capsys):
         f"error: {tmp_path / 'eval_val.json'}: no records beside it (eval_val.records.npz); evaluate again with "
         "this version of eval.py\n"
     )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--level", "1.5"], "--level 1.5: must lie between 0 and 1 (e.g. 0.95)"),
+        (["--samples", "0"], "--samples 0: must be >= 1 (e.g. 10000)"),
+        (["--labels", "only-one"], "--labels: 1 label(s) for 2 runs; give one per run"),
+    ],
+)
+def test_bad_flags_are_one_line_naming_the_flag(tmp_path, capsys, extra, message):
+    import compare_runs
+
+    from utils.cli import run
+
+    a = str(save_records(tmp_path / "a.records.npz", _records(1)))
+    assert run(compare_runs.main, [a, a, *extra]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert run(compare_runs.main, [a, str(tmp_path / "none.npz")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'none.npz'}: no such records file (eval.py writes <results>.records.npz)\n"
+    )
