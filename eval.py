@@ -10,7 +10,9 @@
 The protocol comes from the config's ``eval`` section; flags override it (``utils/protocol.py``
 defines both and documents the three profiles). Results: a per-class table, and JSON (``--out``; by
 default ``eval_<split>_<protocol>.json`` next to the checkpoint) with the headline mIoU and its
-definition, the protocol, the config, the checkpoint's SHA-256 and the timing.
+definition, the protocol, the config, the checkpoint's SHA-256 and the timing; beside it,
+``<results>.records.npz``: every image's per-class counts (``utils/records.py``), which
+``scripts/compare_runs.py`` compares between runs with confidence intervals.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from utils.config import config_to_dict, load_config
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.inference import AMP_DTYPES
-from utils.metrics import format_table
+from utils.metrics import ImageCounts, format_table
+from utils.records import records_path, save_records
 from utils.results import write_json
 from utils.visualize import colorize, save_png
 
@@ -142,16 +145,15 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) 
     if d.is_main:
         print(f"protocol: {protocol}", flush=True)  # first, so that no number is read without it
         print(f"{report}\n{prepared.summary}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True)
-    loader = DataLoader(
-        dataset, batch_size=1, sampler=ShardSampler(len(dataset), d.rank, d.world_size),
-        num_workers=cfg.train.num_workers,
-    )  # fmt: skip
+    sampler = ShardSampler(len(dataset), d.rank, d.world_size)
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=cfg.train.num_workers)
+    counts = ImageCounts(cfg.model.num_classes, sampler.indices)
     writer = prediction_writer(args.save_pred, args.format, cfg.data.dataset, palette) if args.save_pred else None
     start = time.perf_counter()
     matrix, _ = evaluate(
         prepared.model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean,
         std=cfg.data.std, amp_dtype=AMP_DTYPES[cfg.eval.amp], channels_last=prepared.channels_last,
-        inference_mode=cfg.eval.fast.inference_mode, on_prediction=writer, progress=d.is_main,
+        inference_mode=cfg.eval.fast.inference_mode, on_prediction=writer, progress=d.is_main, records=counts,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if not d.is_main:
@@ -177,7 +179,8 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) 
         f"result: mIoU {100 * metrics['miou']:.2f}, the {metrics['miou_definition']}; {seconds:.1f} s "
         f"({seconds / max(len(dataset), 1):.2f} s per image)"
     )
-    print(f"wrote {write_json(args.out, {**results, **run_info})}")
+    records = save_records(records_path(args.out), counts.records(classes, over_all_classes, protocol.slug()))
+    print(f"wrote {write_json(args.out, {**results, **run_info})} and {records} (per-image counts)")
     return 0
 
 

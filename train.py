@@ -79,10 +79,11 @@ from utils.fast_paths import apply_fast_paths, describe_fast_paths
 from utils.inference import AMP_DTYPES
 from utils.logging import setup_logging
 from utils.losses import SegmentationLoss
-from utils.metrics import format_table
+from utils.metrics import ImageCounts, format_table
 from utils.optim import build_optimizer, build_scheduler
 from utils.preemption import StopRequest, left_by_earlier_stop
 from utils.protocol import Protocol
+from utils.records import save_records
 from utils.results import write_json
 from utils.visualize import confusion_picture, prediction_panel, save_png
 
@@ -456,7 +457,8 @@ def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> 
 
 @rng_untouched()  # the RNGs as they were: the training after it sees what a run resumed before it sees
 def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iteration: int, stop: StopRequest) -> bool:
-    """Validate, log, draw, write ``best.pth`` (if better) and then ``val_metrics.json``.
+    """Validate, log, draw, write ``best.pth`` (if better), ``val_records.npz`` (per-image counts for
+    scripts/compare_runs.py) and then ``val_metrics.json``.
 
     With ``train.fast.fold_bn`` a folded copy runs, prepared as eval.py prepares its model (the
     training model keeps its BatchNorms). Returns False when a stop interrupted it (the validation
@@ -466,12 +468,13 @@ def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iterati
     run.log.info("validating at iteration %d (%d image(s))", iteration, len(run.val_loader.dataset))
     model = copy.deepcopy(module) if t.fast.fold_bn else module
     prepared = prepare_for_inference(model, t.fast, run.dist.device)
+    counts = ImageCounts(run.cfg.model.num_classes, run.val_loader.sampler.indices)
     with cudnn_benchmark(False):
         matrix, pictures = evaluate(
             prepared.model, stop.cut(run.val_loader), run.cfg.model.num_classes, run.dist.device,
             protocol=run.protocol, mean=run.cfg.data.mean, std=run.cfg.data.std, amp_dtype=amp_dtype,
             channels_last=prepared.channels_last, inference_mode=t.fast.inference_mode,
-            keep=t.eval_pictures if run.dist.is_main else 0, progress=run.dist.is_main,
+            keep=t.eval_pictures if run.dist.is_main else 0, progress=run.dist.is_main, records=counts,
         )  # fmt: skip
     del model, prepared
     if all_reduce_sum(torch.tensor([float(stop.requested)], device=run.dist.device)).item():
@@ -496,6 +499,8 @@ def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iterati
         if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
             run.best_miou = metrics["miou"]
             save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)
+        records = counts.records(run.classes, run.over_all_classes, run.protocol.slug())
+        save_records(run.work_dir / "val_records.npz", records)
         write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})
     module.train()
     run.best_miou = float(broadcast_object(run.best_miou))  # rank 0 decided

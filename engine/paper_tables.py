@@ -25,8 +25,10 @@ from engine.paper_results import (
     NOT_RECORDED,
     PaperResult,
 )
+from utils import comparison
 from utils.config import changed_keys, config_to_dict, load_config
 from utils.paths import REPO_ROOT as ROOT
+from utils.records import load_records, records_path
 
 MULTI_SCALE = ["--scales", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75"]  # + flip, the config's default
 
@@ -316,10 +318,50 @@ def _cell(stat: tuple[float, float | None, int] | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def table_records(table_name: str, runs: Path) -> tuple[list[dict], list[tuple[Result, str]]]:
-    """One dict per line: the numbers of the table, ready for any format."""
+def confidence(lines: list[Line], level: float = 0.95, samples: int = 10000, seed: int = 0) -> dict[int, dict]:
+    """Per line (its position) with records beside all its results: the mIoU interval (percent) and, for
+    every line after the first such one (the baseline), the paired comparison with it
+    (``utils/comparison.py``; over seeds, the hierarchical bootstrap)."""
+    rows, positions = [], []
+    for k, line in enumerate(lines):
+        files = [records_path(r.path) for r in line.runs]
+        if files and all(f.is_file() for f in files):
+            rows.append(comparison.Row(line.row.name, tuple(load_records(f) for f in files)))
+            positions.append(k)
+    if not rows:
+        return {}
+    comparison.check_comparable(rows)
+    result = comparison.compare(rows, level=level, samples=samples, seed=seed)
+    out = {}
+    for k, run in zip(positions, result["runs"]):
+        entry = {"ci": [100 * x for x in run["ci"]], "level": level}
+        if "versus_first" in run:
+            v = run["versus_first"]
+            entry["versus_first"] = {
+                "baseline": rows[0].label, "difference": 100 * v["difference"], "ci": [100 * x for x in v["ci"]],
+                "p": v["p"], "verdict": v["verdict"],
+            }  # fmt: skip
+        out[k] = entry
+    return out
+
+
+def _ci_cells(record: dict) -> list[str]:
+    if "miou_ci" not in record:
+        return ["no records", "-"] if record["n"] else ["-", "-"]
+    lo, hi = record["miou_ci"]["ci"]
+    versus = record["miou_ci"].get("versus_first")
+    if versus is None:
+        return [f"[{lo:.2f}, {hi:.2f}]", "baseline"]
+    d, (dlo, dhi), p = versus["difference"], versus["ci"], versus["p"]
+    p_text = "" if p is None else f", p {p:.4f}"
+    return [f"[{lo:.2f}, {hi:.2f}]", f"{d:+.2f} [{dlo:+.2f}, {dhi:+.2f}]{p_text}: {versus['verdict']}"]
+
+
+def table_records(table_name: str, runs: Path, ci: bool = False) -> tuple[list[dict], list[tuple[Result, str]]]:
+    """One dict per line: the numbers of the table, ready for any format; ``ci``: with ``confidence``'s."""
     table = TABLES[table_name]
     lines, unmatched = build_lines(table, read_results(runs))
+    intervals = confidence(lines) if ci else {}
     cost = costs(table)
     records = []
     for line in lines:
@@ -342,21 +384,25 @@ def table_records(table_name: str, runs: Path) -> tuple[list[dict], list[tuple[R
         }
         if not line.runs:
             record["commands"] = commands(table_name, line.row, 0, runs)
+        if interval := intervals.get(len(records)):
+            record["miou_ci"] = interval
         records.append(record)
     return records, unmatched
 
 
-def render(table_name: str, runs: Path, fmt: str) -> str:
+def render(table_name: str, runs: Path, fmt: str, ci: bool = False) -> str:
     table = TABLES[table_name]
-    records, unmatched = table_records(table_name, runs)
+    records, unmatched = table_records(table_name, runs, ci)
     if fmt == "json":
         return json.dumps({"table": table_name, "title": table.title, "rows": records}, indent=1)
-    header = ["row", "paper mIoU", "mIoU", "n", "pixel acc"] + [f"{c} IoU" for c in table.classes]
+    header = ["row", "paper mIoU", "mIoU", "n"] + (["mIoU 95% CI", "vs the first row"] if ci else [])
+    header += ["pixel acc"] + [f"{c} IoU" for c in table.classes]
     header += ["protocol", "parameters", "GFLOPs"]
     body = []
     for r in records:
         paper = r["paper_note"] if r["paper_miou"] is None else r["paper_text"]
-        cells = [r["row"], paper, _cell(r["miou"]), str(r["n"]), _cell(r["pixel_accuracy"])]
+        cells = [r["row"], paper, _cell(r["miou"]), str(r["n"]), *(_ci_cells(r) if ci else [])]
+        cells.append(_cell(r["pixel_accuracy"]))
         cells += [_cell(r["classes"][c]) for c in table.classes]
         cells += [r["protocol"] or "-", f"{r['parameters']:,}", f"{r['flops'] / 1e9:,.1f}"]
         body.append(cells)
@@ -368,6 +414,11 @@ def render(table_name: str, runs: Path, fmt: str) -> str:
     lines = [f"### {table.title}", "", f"mIoU and per-class IoU in percent, mean ± std over n seeds; FLOPs at {size}."]
     if table.note:
         lines.append(table.note)
+    if ci:
+        lines.append(
+            "Intervals: paired percentile bootstrap over images (over seeds, hierarchical), 10,000 samples, seed 0; "
+            "p: paired permutation test against the first row with records (docs/evaluation.md)."
+        )
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     sources = [f"{r['row']} {r['paper_text']}: {r['paper_note']}." for r in records if r["paper_text"]]

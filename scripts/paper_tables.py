@@ -3,6 +3,7 @@
     python scripts/paper_tables.py --list
     python scripts/paper_tables.py --table ade20k_ablation --runs runs/           # markdown, missing rows' commands
     python scripts/paper_tables.py --table compare_heads --runs runs/ --format csv
+    python scripts/paper_tables.py --table compare_heads --runs runs/ --ci             # intervals, verdicts
     python scripts/paper_tables.py --table ade20k_ablation --runs runs/ --commands --seeds 0 1 2
     python scripts/paper_tables.py --budget --seeds 0 1 2                          # what every table costs to train
 
@@ -10,8 +11,11 @@ It reads the result JSONs that ``eval.py --out`` writes (no training, no model w
 under ``--runs`` and matches each to a row by what was trained: the checkpoint's own config, with
 the keys that do not change the result left out (paths, intervals, workers, speed switches, the
 seed, the eval section). Results of one row are grouped by protocol (printed in the table) and
-averaged over seeds: mean ± sample standard deviation and n. Parameters (inference: without the
-aux head) and FLOPs are computed from each row's config, as ``scripts/model_info.py`` does.
+averaged over seeds: mean ± sample standard deviation and n. ``--ci`` adds each line's 95% interval
+and its difference to the table's first line with an interval, p-value and verdict, from the
+records eval.py writes beside each JSON (``scripts/compare_runs.py``; over seeds, the hierarchical
+bootstrap). Parameters (inference: without the aux head) and FLOPs are computed from each row's
+config, as ``scripts/model_info.py`` does.
 
 The paper's numbers are those ``engine/paper_results.py`` records, each with its source
 (docs/paper_tables.md, "The paper's numbers"); where none is recorded the cell says so. A row
@@ -36,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--table", choices=sorted(TABLES), help="the table to print")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder searched for eval.py result JSONs")
     parser.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    parser.add_argument(
+        "--ci", action="store_true", help="intervals and verdicts against the first row (records beside the JSONs)"
+    )
     parser.add_argument("--commands", action="store_true", help="print the commands of every missing row and seed")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds for --commands (default: 0)")
     parser.add_argument(
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.commands:
         print(missing_commands([args.table] if args.table else list(TABLES), args.runs, args.seeds))
         return 0
-    print(render(args.table, args.runs, args.format))
+    print(render(args.table, args.runs, args.format, args.ci))
     return 0
 
 

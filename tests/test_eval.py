@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from datasets import Cityscapes
 from datasets.cityscapes import CLASSES, LABEL_ID_TO_TRAIN_ID
 from models import build_model
 from utils.metrics import ConfusionMatrix
+from utils.records import load_records
 
 TINY = [
     "model.backbone.depth=50",
@@ -224,6 +226,27 @@ def test_ddp_evaluation_matches_single_process(synthetic_cityscapes, checkpoint,
         assert a[key] == b[key], key
     for path in sorted((tmp_path / "p1").glob("*.png")):
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "p2" / path.name)))
+    # the per-image records, gathered from both processes in dataset order: each image's counts from its
+    # saved prediction, their sums the confusion matrix's (through the JSON's mIoU)
+    one, two = load_records(tmp_path / "single.records.npz"), load_records(tmp_path / "ddp.records.npz")
+    dataset = Cityscapes(synthetic_cityscapes, "val")
+    assert two.names.tolist() == [dataset.name(i) for i in range(3)] and two.indices.tolist() == [0, 1, 2]
+    matrix = ConfusionMatrix(19)
+    for i, name in enumerate(two.names):
+        prediction = torch.from_numpy(np.asarray(Image.open(tmp_path / "p2" / f"{name}.png")).astype(np.int64))
+        image = ConfusionMatrix(19)
+        image.update(prediction, dataset.load_mask(i))
+        m = image.matrix.numpy()
+        assert np.array_equal(two.intersection[i], np.diag(m)) and np.array_equal(two.gt_pixels[i], m.sum(1))
+        assert np.array_equal(two.union[i], m.sum(0) + m.sum(1) - np.diag(m))
+        matrix.update(prediction, dataset.load_mask(i))
+    m = matrix.matrix.numpy()
+    assert np.array_equal(two.intersection.sum(0), np.diag(m)) and np.array_equal(two.gt_pixels.sum(0), m.sum(1))
+    assert np.array_equal(two.union.sum(0), m.sum(0) + m.sum(1) - np.diag(m))
+    for key in ("names", "indices", "intersection", "union", "gt_pixels"):
+        assert np.array_equal(getattr(one, key), getattr(two, key)), key
+    assert two.miou() == pytest.approx(b["miou"], abs=1e-12) and two.protocol == "spnet_whole_s1_flip"
+    assert two.classes == CLASSES and two.over_all_classes is False
 
 
 @pytest.mark.slow
@@ -523,3 +546,48 @@ def test_default_results_file_is_named_after_the_protocol_and_never_takes_anothe
         eval_script.results_path(args, "val", other)
     args.out = tmp_path / "mine.json"
     assert eval_script.results_path(args, "val", other) == args.out  # --out: the user's name
+
+
+@pytest.mark.slow
+def test_eval_twice_then_compare_runs_prints_intervals_and_a_verdict(
+    synthetic_cityscapes, checkpoint, tmp_path, capsys
+):
+    """Two protocols of one checkpoint: their records, compared; the printed table holds --json's numbers."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare_runs
+
+    runs = []
+    for flag in ("--no-flip", "--flip"):
+        out = tmp_path / f"{flag[2:]}.json"
+        assert _eval(synthetic_cityscapes, checkpoint, "--mode", "whole", flag, "--out", str(out)) == 0
+        assert (tmp_path / f"{flag[2:]}.records.npz").is_file()
+        runs.append(json.loads(out.read_text()))
+    capsys.readouterr()
+    args = [
+        str(tmp_path / "no-flip.json"),
+        str(tmp_path / "flip.json"),
+        "--labels",
+        "plain",
+        "flip",
+        "--samples",
+        "500",
+    ]
+    assert compare_runs.main([*args, "--json", str(tmp_path / "c.json")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert printed[0].startswith("3 images, 500 paired bootstrap samples and permutations, 95% intervals, seed 0")
+    numbers = [[float(x) for x in re.findall(r"-?\d+\.\d+", line)] for line in printed[2:4]]
+    plain, flip = result["runs"]
+    versus = flip["versus_first"]
+    assert numbers[0] == [round(100 * x, 2) for x in (plain["miou"], *plain["ci"])]
+    expected = [flip["miou"], *flip["ci"], versus["difference"], *versus["ci"]]
+    assert numbers[1] == [round(100 * x, 2) for x in expected] + [round(versus["p"], 4)]
+    assert printed[3].endswith(versus["verdict"]) and versus["verdict"] in (
+        "flip better",
+        "within noise",
+        "plain better",
+    )
+    assert plain["miou"] == pytest.approx(runs[0]["miou"], abs=1e-12) and flip["miou"] == pytest.approx(
+        runs[1]["miou"], abs=1e-12
+    )
+    assert plain["ci"][0] <= plain["miou"] <= plain["ci"][1] and plain["protocols"] == ["spnet_whole_s1_noflip"]

@@ -199,6 +199,24 @@ def test_runs_are_matched_by_recipe_and_protocol_and_averaged_over_seeds(synthet
     csv_lines = paper_tables.render("test", runs, "csv").splitlines()
     assert csv_lines[0].startswith("row,paper mIoU,mIoU,n") and len(csv_lines) == 4
 
+    # --ci: every line's interval and its comparison with the first line, as compare_runs.py computes them
+    from utils.comparison import compare, load_rows
+
+    with_ci, _ = paper_tables.table_records("test", runs, ci=True)
+    first, second = (str(runs / "a/spnet_s0.json"), str(runs / "b/deeper/spnet_s1.json")), str(runs / "fcn_s0.json")
+    assert [r["row"] for r in with_ci] == ["SPNet", "SPNet", "FCN"] and with_ci[0]["files"] == list(first)
+    arguments = [",".join(first), str(runs / "spnet_s0_noflip.json"), second]
+    expected = compare(load_rows(arguments, ["SPNet", "SPNet", "FCN"]))["runs"]
+    assert with_ci[0]["miou_ci"]["ci"] == [100 * x for x in expected[0]["ci"]]
+    assert "versus_first" not in with_ci[0]["miou_ci"]
+    versus = with_ci[2]["miou_ci"]["versus_first"]
+    assert versus["ci"] == [100 * x for x in expected[2]["versus_first"]["ci"]] and versus["baseline"] == "SPNet"
+    assert versus["p"] is None  # 1 seed against 2: no seed-by-seed pairing, the interval decides
+    assert versus["verdict"] == expected[2]["versus_first"]["verdict"]
+    table = paper_tables.render("test", runs, "markdown", ci=True)
+    lo, hi = with_ci[0]["miou_ci"]["ci"]
+    assert f"| 2 | [{lo:.2f}, {hi:.2f}] | baseline |" in table and "| mIoU 95% CI | vs the first row |" in table
+
 
 def _row_config(path, extra: list[str]):
     """A row's config: the demo config with TINY and ``extra`` written in (they are its recipe)."""

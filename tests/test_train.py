@@ -342,6 +342,14 @@ def test_training_writes_strict_json_and_the_protocol_and_a_finished_run_is_left
         and "of 19 classes present" in (metrics["miou_definition"])
     )
     assert re.search(r"validation at iteration 2 .*\n\s*protocol: spnet rules, whole image", log)
+    # beside it, the per-image counts of the same validation (scripts/compare_runs.py)
+    from datasets import Cityscapes
+    from utils.records import load_records
+
+    records = load_records(work_dir / "val_records.npz")
+    first_two = [Cityscapes(synthetic_cityscapes, "val").name(i) for i in range(2)]
+    assert records.names.tolist() == first_two and records.protocol == "spnet_whole_s1_noflip"
+    assert records.miou() == pytest.approx(metrics["miou"], abs=1e-12)
 
     # --resume auto on the finished run: says so, changes nothing
     before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in work_dir.rglob("*")}

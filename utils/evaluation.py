@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .fast_paths import inference_context
 from .inference import Protocol, infer
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, ImageCounts
 
 
 def evaluate(
@@ -29,6 +29,7 @@ def evaluate(
     keep: int = 0,
     on_prediction: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
     progress: bool = False,
+    records: ImageCounts | None = None,
 ) -> tuple[ConfusionMatrix, list[dict[str, torch.Tensor]]]:
     """Confusion matrix of ``model`` over this process's share of ``loader`` (batches of one image),
     summed over processes. Samples without a mask (test splits) are predicted but not scored.
@@ -37,6 +38,7 @@ def evaluate(
     ``on_prediction(sample, prediction)`` sees every prediction (H, W), e.g. to save it.
     ``inference_mode``: ``torch.inference_mode`` (the fast path), else ``torch.no_grad``.
     ``progress``: a progress bar with the rate and time left, on a terminal only (quiet in logs).
+    ``records``: also count every scored image on its own (utils/records.py), gathered over processes.
     """
     protocol = protocol or Protocol.whole_image()
     was_training = model.training
@@ -45,7 +47,8 @@ def evaluate(
     kept = []
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with inference_context(inference_mode):  # the matrix is made outside: it is summed over processes after
-        for batch in tqdm(loader, desc="evaluating", unit="img", disable=None if progress else True):
+        bar = tqdm(loader, desc="evaluating", unit="img", disable=None if progress else True)
+        for position, batch in enumerate(bar):
             if batch["image"].shape[0] != 1:
                 raise ValueError("evaluation takes batches of one image (images may differ in size)")
             image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
@@ -53,9 +56,13 @@ def evaluate(
             prediction = scores.argmax(0)
             if "mask" in batch:
                 matrix.update(prediction, batch["mask"][0])
+                if records is not None:
+                    records.update(position, batch["name"][0], prediction, batch["mask"][0])
             if on_prediction is not None:
                 on_prediction(batch, prediction)
             if len(kept) < keep and "mask" in batch:
                 kept.append({"image": batch["image"][0], "mask": batch["mask"][0], "prediction": prediction.cpu()})
     model.train(was_training)
+    if records is not None:
+        records.gather()
     return matrix.all_reduce(), kept

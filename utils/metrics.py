@@ -14,11 +14,14 @@ where every class is present, and differ on subsets (a few validation images, th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from .distributed import all_reduce_sum
+from .distributed import all_gather_object, all_reduce_sum
+from .records import Records
 
 
 class ConfusionMatrix:
@@ -67,6 +70,48 @@ class ConfusionMatrix:
             "iou": iou.tolist(),
             "accuracy": class_acc.tolist(),
         }
+
+
+class ImageCounts:
+    """Per image and class: the intersection, union and ground-truth pixels (utils/records.py), gathered
+    from every process in dataset order. Summed over images they are the confusion matrix's diagonal,
+    row + column - diagonal and row sums.
+
+    ``indices``: the dataset index of this process's n-th image (its sampler's order; default n).
+    """
+
+    def __init__(self, num_classes: int, indices: Sequence[int] | None = None, ignore_index: int = 255) -> None:
+        self.num_classes, self.indices, self.ignore_index = num_classes, indices, ignore_index
+        self.rows: list[tuple[int, str, torch.Tensor]] = []  # (index, name, (3, C) on the device)
+        self.gathered: dict[str, np.ndarray] | None = None
+
+    @torch.no_grad()
+    def update(self, position: int, name: str, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """The ``position``-th image of this process's loader (positions of unscored images are skipped)."""
+        image = ConfusionMatrix(self.num_classes, prediction.device, self.ignore_index)
+        image.update(prediction, target)
+        m = image.matrix
+        tp, gt = m.diag(), m.sum(1)
+        index = self.indices[position] if self.indices is not None else position
+        self.rows.append((int(index), name, torch.stack([tp, gt + m.sum(0) - tp, gt])))
+
+    def gather(self) -> ImageCounts:
+        """Every process's rows, on every process, ordered by dataset index (a collective call)."""
+        counts = torch.stack([r[2] for r in self.rows]).cpu() if self.rows else torch.zeros(0, 3, self.num_classes)
+        mine = ([r[0] for r in self.rows], [r[1] for r in self.rows], counts.long().numpy())
+        parts = all_gather_object(mine)
+        indices = np.array([i for part in parts for i in part[0]], np.int64)
+        names = np.array([n for part in parts for n in part[1]], str)
+        counts = np.concatenate([part[2] for part in parts]).reshape(-1, 3, self.num_classes)
+        order = np.argsort(indices, kind="stable")
+        self.gathered = dict(names=names[order], indices=indices[order])
+        self.gathered.update(intersection=counts[order, 0], union=counts[order, 1], gt_pixels=counts[order, 2])
+        return self
+
+    def records(self, classes: Sequence[str], over_all_classes: bool, protocol: str) -> Records:
+        if self.gathered is None:
+            raise RuntimeError("ImageCounts.records() before gather()")
+        return Records(**self.gathered, classes=tuple(classes), over_all_classes=over_all_classes, protocol=protocol)
 
 
 CONVENTIONS = {  # how a benchmark averages class IoUs into mIoU; {present} of {classes} classes have an IoU
