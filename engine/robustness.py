@@ -30,7 +30,8 @@ def sweep(
     """Scores clean (``score(None)``) and under every corruption and severity: ``{"clean": metrics,
     "corruptions": {name: {"1": metrics, ..., "5": metrics, "mean_miou": m}}, "mean_corruption_miou":
     mean over the names of their mean_miou, "relative_miou": that / clean mIoU}``."""
-    clean = {key: score(None)[key] for key in KEPT}
+    metrics = score(None)
+    clean = {key: metrics[key] for key in KEPT}
     log(f"clean: mIoU {100 * clean['miou']:.2f}")
     table: dict[str, dict[str, Any]] = {}
     for name in names:
