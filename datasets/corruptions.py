@@ -163,6 +163,7 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 
 def check(name: str, severity: int) -> None:
+    """A ValueError naming the choices for an unknown corruption or severity."""
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in (0, *SEVERITIES):
@@ -187,12 +188,11 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Corruption:
+    """What one evaluation applies: a name of ``CORRUPTIONS``, its severity, the seed of its draws."""
+
     name: str
     severity: int
     seed: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.severity}"
 
 
 class CorruptedDataset(Dataset):
