@@ -74,7 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--severity", type=int, choices=SEVERITIES, help="of --corruption: 1 (mild) to 5")
     parser.add_argument(
-        "--corruption-seed", type=int, default=0, help="of the corruptions' noise, with the image index (default 0)"
+        "--corruption-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seeds the corruptions' draws, with each image's index (default 0)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)

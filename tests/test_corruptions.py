@@ -369,3 +369,14 @@ def test_blur_matches_a_direct_convolution():
     expected = torch.stack([F.conv2d(x[c][None, None], kernel[None, None])[0, 0] for c in range(3)])
     expected = (expected.clamp(0, 1) * 255).round()
     assert (corrupt(image, "defocus_blur", 3).double() - expected).abs().max() <= 1
+
+
+def test_the_documented_parameter_table_is_the_codes():
+    """docs/evaluation.md's table of parameters per severity is PARAMETERS, row for row."""
+    text = (ROOT / "docs/evaluation.md").read_text()
+    for name, values in PARAMETERS.items():
+        row = re.search(rf"^\| `{name}` \|.*$", text, re.M)
+        assert row, name
+        cells = [cell.strip() for cell in row.group(0).strip("|").split("|")][-5:]
+        expected = [", ".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values]
+        assert cells == expected, name
