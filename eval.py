@@ -5,6 +5,8 @@
     python eval.py --config CFG --checkpoint CKPT --profile encoding --scales 0.75 1 1.25 1.5 1.75 2 2.25
     python eval.py --config CFG --checkpoint CKPT --profile mmseg --resize-to 2048 512 --mode whole --no-flip
     python eval.py --config CFG --checkpoint CKPT --split test --save-pred out/ --format cityscapes-submission
+    python eval.py --config CFG --checkpoint CKPT --corruption fog --severity 3           # under a corruption
+    python eval.py --config CFG --checkpoint CKPT --corruptions all                       # robustness table
     torchrun --nproc_per_node=4 eval.py --config CFG --checkpoint CKPT
 
 The protocol comes from the config's ``eval`` section; flags override it (``utils/protocol.py``
@@ -12,7 +14,10 @@ defines both and documents the three profiles). Results: a per-class table, and 
 default ``eval_<split>_<protocol>.json`` next to the checkpoint) with the headline mIoU and its
 definition, the protocol, the config, the checkpoint's SHA-256 and the timing; beside it,
 ``<results>.records.npz``: every image's per-class counts (``utils/records.py``), which
-``scripts/compare_runs.py`` compares between runs with confidence intervals.
+``scripts/compare_runs.py`` compares between runs with confidence intervals. Under
+``--corruption`` the images are corrupted as read (``datasets/corruptions.py``); ``--corruptions``
+evaluates clean and under every named corruption at severities 1-5 with one model load, and prints
+and writes the table (``engine/robustness.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from datasets import build_dataset
+from datasets import Corruption, build_dataset
 from datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
+from datasets.corruptions import CORRUPTIONS, SEVERITIES
 from datasets.sampler import ShardSampler
+from engine import robustness
 from engine.inference import load_for_inference
 from utils.cli import ArgumentParser, add_debug_flag, add_protocol_flags, apply_protocol_flags, check_writable, run
 from utils.config import config_to_dict, load_config
@@ -62,9 +69,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="results JSON, its folder created if needed (default: eval_<split>_<protocol>.json next to the "
         "checkpoint)",
     )
+    one = parser.add_mutually_exclusive_group()
+    one.add_argument("--corruption", choices=CORRUPTIONS, help="evaluate under this corruption (with --severity)")
+    one.add_argument(
+        "--corruptions", nargs="+", choices=("all", *CORRUPTIONS), metavar="NAME",
+        help=f"clean and under each of these corruptions ('all': {', '.join(CORRUPTIONS)}) at severities 1-5",
+    )  # fmt: skip
+    parser.add_argument("--severity", type=int, choices=SEVERITIES, help="of --corruption: 1 (mild) to 5")
+    parser.add_argument(
+        "--corruption-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seeds the corruptions' draws, with each image's index (default 0)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
+    if args.corruption and args.severity is None:
+        parser.error(f"--corruption {args.corruption} needs --severity 1..5")
+    if args.severity is not None and not args.corruption:
+        parser.error("--severity is the severity of --corruption NAME; add it (or use --corruptions)")
+    if args.corruption_seed < 0:
+        parser.error(f"--corruption-seed {args.corruption_seed}: must be >= 0")
+    if args.corruptions and args.save_pred:
+        parser.error("--save-pred keeps the predictions of one evaluation; leave it out with --corruptions")
     if not args.checkpoint and not args.print_protocol:
         parser.error("the following arguments are required: --checkpoint")
     if args.max_images is not None and args.max_images < 1:
@@ -80,7 +109,8 @@ def results_path(args: argparse.Namespace, split: str, protocol: Any) -> Path:
             example = args.out / f"eval_{split}.json"
             raise IsADirectoryError(f"--out {args.out} is a folder; name the results file, e.g. {example}")
         return args.out
-    path = Path(args.checkpoint).with_name(f"eval_{split}_{protocol.slug()}.json")
+    suffix = f"_{args.corruption}{args.severity}" if args.corruption else "_corruptions" if args.corruptions else ""
+    path = Path(args.checkpoint).with_name(f"eval_{split}_{protocol.slug()}{suffix}.json")
     try:
         earlier = json.loads(path.read_text()).get("protocol_text")
     except (OSError, ValueError, AttributeError):
@@ -136,26 +166,48 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) -> int:
-    dataset = build_dataset(cfg, split, train=False)
-    classes, palette, over_all_classes = dataset.classes, dataset.palette, dataset.miou_over_all_classes
-    if args.max_images:
-        dataset = Subset(dataset, range(min(args.max_images, len(dataset))))
+    def dataset_under(corruption: Corruption | None) -> Any:
+        dataset = build_dataset(cfg, split, train=False, corruption=corruption)
+        return Subset(dataset, range(min(args.max_images, len(dataset)))) if args.max_images else dataset
+
+    corruption = Corruption(args.corruption, args.severity, args.corruption_seed) if args.corruption else None
+    dataset = dataset_under(corruption)
+    full = dataset.dataset if isinstance(dataset, Subset) else dataset
+    classes, palette, over_all_classes = full.classes, full.palette, full.miou_over_all_classes
     prepared, report = load_for_inference(cfg, args.checkpoint, d.device)
     protocol = cfg.eval.only()
     if d.is_main:
         print(f"protocol: {protocol}", flush=True)  # first, so that no number is read without it
         print(f"{report}\n{prepared.summary}\n{len(dataset)} {split} images on {d.world_size} process(es)", flush=True)
-    sampler = ShardSampler(len(dataset), d.rank, d.world_size)
-    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=cfg.train.num_workers)
+        if corruption is not None:
+            print(f"corruption: {corruption.name}, severity {corruption.severity}, seed {corruption.seed}", flush=True)
+
+    sampler = ShardSampler(len(dataset), d.rank, d.world_size)  # the same images under every corruption
     counts = ImageCounts(cfg.model.num_classes, sampler.indices)
+
+    def score(dataset: Any, writer: Any = None, counts: ImageCounts | None = None) -> Any:
+        loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=cfg.train.num_workers)
+        matrix, _ = evaluate(
+            prepared.model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean,
+            std=cfg.data.std, amp_dtype=AMP_DTYPES[cfg.eval.amp], channels_last=prepared.channels_last,
+            inference_mode=cfg.eval.fast.inference_mode, on_prediction=writer, progress=d.is_main, records=counts,
+        )  # fmt: skip
+        return matrix
+
     writer = prediction_writer(args.save_pred, args.format, cfg.data.dataset, palette) if args.save_pred else None
     start = time.perf_counter()
-    matrix, _ = evaluate(
-        prepared.model, loader, cfg.model.num_classes, d.device, protocol=protocol, mean=cfg.data.mean,
-        std=cfg.data.std, amp_dtype=AMP_DTYPES[cfg.eval.amp], channels_last=prepared.channels_last,
-        inference_mode=cfg.eval.fast.inference_mode, on_prediction=writer, progress=d.is_main, records=counts,
-    )  # fmt: skip
+    passes = 1
+    if args.corruptions:
+        names = robustness.corruption_names(args.corruptions)
+        passes += len(names) * len(SEVERITIES)
+        results = robustness.sweep(
+            lambda c: _scored(score(dataset_under(c)), split).compute(over_all_classes), names, args.corruption_seed,
+            log=lambda line: print(line, flush=True) if d.is_main else None,
+        )  # fmt: skip
+    else:
+        matrix = score(dataset, writer, counts)
     seconds = time.perf_counter() - start
+    timing = {"seconds": seconds, "evaluations": passes, "seconds_per_image": seconds / max(len(dataset), 1) / passes}
     if not d.is_main:
         return 0
     run_info = dict(
@@ -163,8 +215,15 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) 
         fused=cfg.eval.fast.fold_bn, checkpoint=str(args.checkpoint), checkpoint_sha256=report.sha256,
         checkpoint_iter=report.iteration, train_config=report.config, config_path=str(args.config),
         world_size=d.world_size, device=str(d.device),
-        timing={"seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1)}, config=config_to_dict(cfg),
+        timing=timing, config=config_to_dict(cfg),
     )  # fmt: skip
+    if args.corruptions:
+        print(robustness.format_table(results))
+        seed = {"corruption_seed": args.corruption_seed, "severities": list(SEVERITIES)}
+        print(f"wrote {write_json(args.out, {**results, **seed, **run_info})}")
+        return 0
+    if corruption is not None:
+        run_info.update(corruption=corruption.name, severity=corruption.severity, corruption_seed=corruption.seed)
     if int(matrix.matrix.sum()) == 0:  # a test split: predictions only
         where = f"predictions written to {args.save_pred}" if args.save_pred else "add --save-pred DIR to keep them"
         print(f"{split}: no labels to score; {where}")
@@ -182,6 +241,12 @@ def evaluate_checkpoint(cfg: Any, args: argparse.Namespace, split: str, d: Any) 
     records = save_records(records_path(args.out), counts.records(classes, over_all_classes, protocol.slug()))
     print(f"wrote {write_json(args.out, {**results, **run_info})} and {records} (per-image counts)")
     return 0
+
+
+def _scored(matrix: Any, split: str) -> Any:
+    if int(matrix.matrix.sum()) == 0:
+        raise ValueError(f"--corruptions scores the predictions, and the {split} split has no labels; use --split val")
+    return matrix
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from utils.registry import construct, lookup
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 from .cityscapes import Cityscapes
+from .corruptions import CorruptedDataset, Corruption
 from .folder import FolderDataset, default_palette
 from .transforms import eval_transforms, train_transforms
 
@@ -30,6 +31,7 @@ __all__ = [
     "DATASETS",
     "IGNORE_INDEX",
     "Cityscapes",
+    "Corruption",
     "DatasetError",
     "FolderDataset",
     "SegmentationDataset",
@@ -49,8 +51,10 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     return cls.classes, cls.palette
 
 
-def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset:
+def build_dataset(cfg: Any, split: str, *, train: bool | None = None, corruption: Corruption | None = None) -> Dataset:
     """The dataset of ``split`` (several joined by "+") with training or evaluation transforms.
+
+    ``corruption``: each image corrupted as read, before the transforms (``datasets/corruptions.py``).
 
     ``train`` defaults to ``split == cfg.data.train_split``. The number of classes must equal
     ``cfg.model.num_classes``: a model built for another label space is the silent failure this
@@ -67,8 +71,8 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
     left_over = f"left from another dataset? With data.dataset={data.dataset}, set data.dataset_args={{}} or only those"
     parts = [
         construct(
-            cls, "data.dataset_args", data.root, name, transforms=transforms, options=data.dataset_args,
-            unknown_hint=left_over,
+            cls, "data.dataset_args", data.root, name, transforms=None if corruption else transforms,
+            options=data.dataset_args, unknown_hint=left_over,
         )
         for name in split.split("+")
     ]  # fmt: skip
@@ -80,7 +84,7 @@ def build_dataset(cfg: Any, split: str, *, train: bool | None = None) -> Dataset
             f"data: {data.dataset} at {data.root} has {len(dataset.classes)} classes but model.num_classes is "
             f"{cfg.model.num_classes}; set model.num_classes={len(dataset.classes)}"
         )
-    return dataset
+    return dataset if corruption is None else CorruptedDataset(dataset, corruption, transforms)
 
 
 class _Concat(ConcatDataset):
