@@ -141,6 +141,10 @@ def test_records_round_trip_and_the_files_an_argument_names(tmp_path):
     for key in ("names", "indices", "intersection", "union", "gt_pixels"):
         assert np.array_equal(getattr(back, key), getattr(a, key)) and getattr(back, key).dtype == getattr(a, key).dtype
     assert (back.classes, back.over_all_classes, back.protocol) == (CLASSES, False, "spnet_whole_s1_flip")
+    assert back.confusion is None  # a file written without the whole matrix (older versions)
+    confusion = np.arange(16, dtype=np.int64).reshape(4, 4)
+    with_matrix = load_records(save_records(tmp_path / "m.records.npz", replace(a, confusion=confusion)))
+    assert np.array_equal(with_matrix.confusion, confusion) and with_matrix.confusion.dtype == np.int64
     assert records_path(tmp_path / "eval_val_x.json") == path
     assert record_files(str(tmp_path / "eval_val_x.json")) == [path]
     for seed in (0, 1):
@@ -205,3 +209,23 @@ def test_bad_flags_are_one_line_naming_the_flag(tmp_path, capsys, extra, message
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 'none.npz'}: no such records file (eval.py writes <results>.records.npz)\n"
     )
+
+
+def test_class_ious_and_their_intervals_equal_a_naive_resampling_loop():
+    """compare(per_class=True): each run's class IoU from summed counts, and its percentile interval over the
+    same image draws; a class absent from a resample is left out of that class's interval, not counted 0."""
+    a, b = _records(3), _records(4)
+    result = compare([Row("A", (a,)), Row("B", (b,))], samples=300, seed=2, level=0.8, per_class=True)
+    rng = np.random.default_rng(2)
+    n = len(a.names)
+    draws = [list(rng.integers(0, n, size=n)) for _ in range(300)]
+    for entry, records in zip(result["runs"], (a, b)):
+        for c, name in enumerate(CLASSES):
+            values = []
+            for images in draws:
+                inter, union = _naive_sums(records, images)
+                if union[c] > 0:
+                    values.append(inter[c] / union[c])
+            inter, union = _naive_sums(records, range(n))
+            assert entry["per_class"][name]["iou"] == pytest.approx(inter[c] / union[c], abs=1e-15)
+            assert entry["per_class"][name]["ci"] == pytest.approx(np.quantile(values, [0.1, 0.9]).tolist(), abs=1e-15)

@@ -243,7 +243,8 @@ def test_ddp_evaluation_matches_single_process(synthetic_cityscapes, checkpoint,
     m = matrix.matrix.numpy()
     assert np.array_equal(two.intersection.sum(0), np.diag(m)) and np.array_equal(two.gt_pixels.sum(0), m.sum(1))
     assert np.array_equal(two.union.sum(0), m.sum(0) + m.sum(1) - np.diag(m))
-    for key in ("names", "indices", "intersection", "union", "gt_pixels"):
+    assert np.array_equal(two.confusion, m)  # summed over both processes
+    for key in ("names", "indices", "intersection", "union", "gt_pixels", "confusion"):
         assert np.array_equal(getattr(one, key), getattr(two, key)), key
     assert two.miou() == pytest.approx(b["miou"], abs=1e-12) and two.protocol == "spnet_whole_s1_flip"
     assert two.classes == CLASSES and two.over_all_classes is False

@@ -87,6 +87,7 @@ def test_per_image_counts_of_a_real_model_sum_to_the_confusion_matrix(synthetic_
     assert np.array_equal(records.intersection.sum(0), np.diag(m))
     assert np.array_equal(records.union.sum(0), m.sum(0) + m.sum(1) - np.diag(m))
     assert np.array_equal(records.gt_pixels.sum(0), m.sum(1))
+    assert np.array_equal(records.confusion, m)  # the whole matrix too, for its picture
     assert len(set(torch.cat([p.flatten() for p in predictions]).tolist())) > 1  # not a one-class model
     assert records.miou() == pytest.approx(matrix.compute()["miou"], abs=1e-12)
     assert records.intersection.dtype == np.int64 and records.intersection.shape == (3, 19)

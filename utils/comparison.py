@@ -196,6 +196,11 @@ def compare(
             "label": row.label, "files": [str(s.path) for s in row.seeds], "protocols": [s.protocol for s in row.seeds],
             "miou": float(points[r][0]), "ci": _interval(mious[:, r], q),
         }  # fmt: skip
+        if per_class:  # every class IoU with its interval (None: the class is absent from this run's images)
+            entry["per_class"] = {
+                name: {"iou": _float(points[r][1][c]), "ci": _interval(ious[:, r, c], q)}
+                for c, name in enumerate(classes)
+            }
         if r > 0:
             diff = float(points[r][0] - points[0][0])
             paired = len(row.seeds) == len(rows[0].seeds)

@@ -83,6 +83,7 @@ class ImageCounts:
     def __init__(self, num_classes: int, indices: Sequence[int] | None = None, ignore_index: int = 255) -> None:
         self.num_classes, self.indices, self.ignore_index = num_classes, indices, ignore_index
         self.rows: list[tuple[int, str, torch.Tensor]] = []  # (index, name, (3, C) on the device)
+        self.confusion: torch.Tensor | None = None  # this process's images, summed
         self.gathered: dict[str, np.ndarray] | None = None
 
     @torch.no_grad()
@@ -94,11 +95,13 @@ class ImageCounts:
         tp, gt = m.diag(), m.sum(1)
         index = self.indices[position] if self.indices is not None else position
         self.rows.append((int(index), name, torch.stack([tp, gt + m.sum(0) - tp, gt])))
+        self.confusion = m if self.confusion is None else self.confusion + m
 
     def gather(self) -> ImageCounts:
         """Every process's rows, on every process, ordered by dataset index (a collective call)."""
         counts = torch.stack([r[2] for r in self.rows]).cpu() if self.rows else torch.zeros(0, 3, self.num_classes)
-        mine = ([r[0] for r in self.rows], [r[1] for r in self.rows], counts.long().numpy())
+        confusion = torch.zeros(self.num_classes, self.num_classes) if self.confusion is None else self.confusion
+        mine = ([r[0] for r in self.rows], [r[1] for r in self.rows], counts.long().numpy(), confusion.long().cpu())
         parts = all_gather_object(mine)
         indices = np.array([i for part in parts for i in part[0]], np.int64)
         names = np.array([n for part in parts for n in part[1]], str)
@@ -106,6 +109,7 @@ class ImageCounts:
         order = np.argsort(indices, kind="stable")
         self.gathered = dict(names=names[order], indices=indices[order])
         self.gathered.update(intersection=counts[order, 0], union=counts[order, 1], gt_pixels=counts[order, 2])
+        self.gathered["confusion"] = sum(part[3] for part in parts).numpy()
         return self
 
     def records(self, classes: Sequence[str], over_all_classes: bool, protocol: str) -> Records:

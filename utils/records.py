@@ -18,6 +18,8 @@ confusion matrix's diagonal, row + column - diagonal and row sums, exactly.
     over_all_classes ()     bool   the dataset's headline mIoU averages all classes (ADE20K), else
                                    the classes present (Cityscapes): utils/metrics.py, CONVENTIONS
     protocol         ()     str    the protocol's slug (spnet_slide768_s1_flip)
+    confusion        (C, C) int64  the confusion matrix of all the images (rows: ground truth), for
+                                   ``scripts/plot.py confusion``; absent from files of older versions
 
 numpy only, so that reading and comparing records never imports torch.
 """
@@ -44,6 +46,7 @@ class Records:
     classes: tuple[str, ...]
     over_all_classes: bool
     protocol: str
+    confusion: np.ndarray | None = None  # (C, C), rows: ground truth; the per-image counts cannot rebuild it
     path: Path | None = None  # where it was read from, for error messages
 
     def miou(self) -> float:
@@ -72,6 +75,8 @@ def save_records(path: str | Path, records: Records) -> Path:
     """Write ``records`` atomically (a reader never sees half a file)."""
     path = Path(path)
     arrays = {name: np.asarray(getattr(records, name), np.int64) for name in ("indices", *COUNTS)}
+    if records.confusion is not None:
+        arrays["confusion"] = np.asarray(records.confusion, np.int64)
     with atomic_write(path, "wb") as f:
         np.savez(
             f, names=np.asarray(records.names, str), classes=np.asarray(records.classes, str),
@@ -96,7 +101,8 @@ def load_records(path: str | Path) -> Records:
     return Records(
         names=data["names"], indices=data["indices"], intersection=data["intersection"], union=data["union"],
         gt_pixels=data["gt_pixels"], classes=tuple(str(c) for c in data["classes"]),
-        over_all_classes=bool(data["over_all_classes"]), protocol=str(data["protocol"]), path=path,
+        over_all_classes=bool(data["over_all_classes"]), protocol=str(data["protocol"]),
+        confusion=data.get("confusion"), path=path,
     )  # fmt: skip
 
 
