@@ -35,6 +35,7 @@ MODULES = {  # script -> module with parse_args
     "scripts/module_table.py": "scripts.module_table",
     "scripts/gpu_check.py": "scripts.gpu_check",
     "scripts/paper_tables.py": "scripts.paper_tables",
+    "scripts/plot.py": "scripts.plot",
     "scripts/prepare_cityscapes.py": "scripts.prepare_cityscapes",
     "scripts/run_study.py": "scripts.run_study",
     "scripts/compare_runs.py": "scripts.compare_runs",
