@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="for initialised models and --random images")
     parser.add_argument("--log", type=float, default=3.0, metavar="DECADES", help="colour scale: decades shown")
     parser.add_argument("--linear", action="store_true", help="a linear colour scale instead of --log")
+    parser.add_argument(
+        "--block", type=int, default=1, metavar="N", help="draw the mean of N x N blocks (the numbers use every pixel)"
+    )
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--json", help="also write the maps' statistics to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value, for every model")
@@ -69,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--images must be at least 1, got {args.images}")
     if min(args.size) < 1:
         parser.error(f"--size H W must be at least 1 pixel each, got {args.size[0]} {args.size[1]}")
+    if args.block < 1:
+        parser.error(f"--block must be at least 1, got {args.block}")
     if args.log <= 0:
         parser.error(f"--log must be a positive number of decades, got {args.log}")
     if args.model and args.checkpoint:
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         erf = effective_receptive_field(model, one_by_one(images, name), mode=args.mode)
         stats = statistics(erf)
         results.append({"name": name, "checkpoint": checkpoint, "overrides": overrides, **stats})
-        tiles.append(heatmap(erf, None if args.linear else args.log))
+        shown = torch.nn.functional.avg_pool2d(erf[None, None], args.block, ceil_mode=True)[0, 0]
+        tiles.append(heatmap(shown, None if args.linear else args.log))
         titles.append(f"{name}: 50% in {100 * stats['area50_fraction']:.2g}%")
         print(
             f"{name:<24} 50%: {stats['area50']:>6} px ({100 * stats['area50_fraction']:5.2f}%)  "

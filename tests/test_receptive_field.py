@@ -206,7 +206,7 @@ def test_script_draws_and_measures_each_model(tmp_path, monkeypatch):
     out, js = tmp_path / "erf.png", tmp_path / "erf.json"
     fcn = ["model.backbone.attention=null", "model.head=fcn"]
     argv = ["--config", "configs/demo.yaml", "--random", "--images", "2", "--size", "32", "48", "--seed", "3"]
-    argv += ["--out", str(out), "--json", str(js), "--model", "Base FCN", *fcn, "--model", "SPNet"]
+    argv += ["--out", str(out), "--json", str(js), "--block", "2", "--model", "Base FCN", *fcn, "--model", "SPNet"]
     state = torch.get_rng_state()
     assert script.run(script.main, argv) == 0
     assert torch.equal(torch.get_rng_state(), state)
@@ -220,7 +220,7 @@ def test_script_draws_and_measures_each_model(tmp_path, monkeypatch):
     got = {k: v for k, v in result["models"][0].items() if k in expected}
     assert got["area50"] == expected["area50"] and got["area95"] == expected["area95"]
     assert got["std_x"] == pytest.approx(expected["std_x"]) and got["std_y"] == pytest.approx(expected["std_y"])
-    assert Image.open(out).size[0] == 2 * 48 + 4
+    assert Image.open(out).size[0] == 2 * 24 + 4  # two tiles of 2x2 blocks and a gap
 
 
 def test_script_user_errors(tmp_path, capsys, monkeypatch):
