@@ -93,16 +93,20 @@ def test_row_and_column_modes_of_a_1x1_conv_are_the_centre_row_and_column(mode):
     torch.testing.assert_close(erf, _naive_linear_erf(conv, 6, 9, mode), rtol=1e-12, atol=1e-15)
 
 
-class RowMean(nn.Module):
-    """The bare horizontal strip pooling: each pixel becomes the mean of its row."""
+class StripMean(nn.Module):
+    """The bare strip pooling: each pixel becomes the mean of its row (dim 3) or of its column (dim 2)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=3, keepdim=True).expand_as(x)
+        return x.mean(dim=self.dim, keepdim=True).expand_as(x)
 
 
 def test_horizontal_strip_pooling_sees_the_whole_row_and_nothing_else():
     h, w = 7, 12
-    erf = effective_receptive_field(RowMean(), _images(1, h, w), dtype=F64)
+    erf = effective_receptive_field(StripMean(3), _images(1, h, w), dtype=F64)
     expected = torch.zeros(h, w, dtype=F64)
     expected[3, :] = 1 / w
     torch.testing.assert_close(erf, expected, rtol=1e-12, atol=1e-15)
@@ -111,6 +115,18 @@ def test_horizontal_strip_pooling_sees_the_whole_row_and_nothing_else():
     assert (stats["height95"], stats["width95"]) == (1, w)
     assert stats["std_y"] == 0 and stats["anisotropy"] == 0
     assert stats["std_x"] == pytest.approx(math.sqrt((w**2 - 1) / 12))  # a uniform distribution on 0..w-1
+
+
+def test_vertical_strip_pooling_sees_the_whole_column():
+    h, w = 10, 5
+    erf = effective_receptive_field(StripMean(2), _images(2, h, w), dtype=F64)
+    expected = torch.zeros(h, w, dtype=F64)
+    expected[:, 2] = 1 / h
+    torch.testing.assert_close(erf, expected, rtol=1e-12, atol=1e-15)
+    stats = statistics(erf)
+    assert (stats["area50"], stats["area95"], stats["height95"], stats["width95"]) == (5, 10, h, 1)
+    assert stats["std_x"] == 0 and math.isnan(stats["anisotropy"])  # no width: the ratio is undefined
+    assert stats["std_y"] == pytest.approx(math.sqrt((h**2 - 1) / 12))
 
 
 def test_spm_sees_exactly_the_centre_row_and_column():
