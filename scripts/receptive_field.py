@@ -121,7 +121,7 @@ def val_images(config: str, overrides: list[str], count: int, size: tuple[int, i
         top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2
         if top < 0 or left < 0:
             raise ValueError(
-                f"--size {h} {w} is larger than image {i} ({image.shape[1]}x{image.shape[2]}); choose less"
+                f"--size {h} {w} is larger than image {i} ({image.shape[1]}x{image.shape[2]}); choose at most that size"
             )
         crops.append(image[:, top : top + h, left : left + w])
     return torch.stack(crops)
