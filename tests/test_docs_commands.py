@@ -39,6 +39,7 @@ MODULES = {  # script -> module with parse_args
     "scripts/prepare_cityscapes.py": "scripts.prepare_cityscapes",
     "scripts/run_study.py": "scripts.run_study",
     "scripts/compare_runs.py": "scripts.compare_runs",
+    "scripts/receptive_field.py": "scripts.receptive_field",
 }
 SLURM_SCRIPT = "scripts/slurm_train.sh"  # sbatch [options] scripts/slurm_train.sh CONFIG [key=value ...]
 LAUNCHERS = ("python", "torchrun", "sbatch")

@@ -1,4 +1,5 @@
-"""Pictures of predictions: masks coloured with the dataset palette, side by side with the input."""
+"""Pictures of predictions: masks coloured with the dataset palette, side by side with the input; and
+heatmaps (effective receptive fields) side by side under their titles."""
 
 from __future__ import annotations
 
@@ -197,6 +198,50 @@ def confusion_picture(
     if title:
         bands.insert(0, _caption_band(title, width, size))
     return np.concatenate(bands, axis=0)
+
+
+# The "inferno" colour map at five anchors, dark to bright: perceptually ordered, readable in grey.
+HEAT_ANCHORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float64)
+
+
+def heatmap(values: torch.Tensor | np.ndarray, log_decades: float | None = None) -> np.ndarray:
+    """(H, W) non-negative values -> (H, W, 3) uint8, the maximum brightest.
+
+    Linear by default (0 -> dark); with ``log_decades``, log-scaled over that many decades below the
+    maximum (smaller values dark), for peaked maps whose tails a linear scale hides.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    top = v.max()
+    if top <= 0:
+        t = np.zeros_like(v)
+    elif log_decades is None:
+        t = v / top
+    else:
+        floor = top * 10.0**-log_decades
+        t = (np.log10(np.maximum(v, floor)) - np.log10(floor)) / log_decades
+    position = np.clip(t, 0, 1) * (len(HEAT_ANCHORS) - 1)
+    low = np.minimum(position.astype(int), len(HEAT_ANCHORS) - 2)
+    frac = (position - low)[..., None]
+    rgb = HEAT_ANCHORS[low] * (1 - frac) + HEAT_ANCHORS[low + 1] * frac
+    return rgb.round().astype(np.uint8)
+
+
+def titled_grid(
+    tiles: Sequence[np.ndarray], titles: Sequence[str], columns: int = 4, title: str | None = None
+) -> np.ndarray:
+    """(H, W, 3) uint8 tiles of one size in rows of ``columns``, each under its title, a caption on top."""
+    size = min(20, max(10, tiles[0].shape[1] // 16))
+    cells = [np.concatenate([_caption_band(t, tile.shape[1], size), tile], axis=0) for tile, t in zip(tiles, titles)]
+    gap = np.full((cells[0].shape[0], 4, 3), 255, np.uint8)
+    rows = []
+    for i in range(0, len(cells), columns):
+        row = [c for cell in cells[i : i + columns] for c in (cell, gap)][:-1]
+        rows.append(np.concatenate(row, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    if title:
+        rows.insert(0, _caption_band(title, width, size))
+    return np.concatenate(rows, axis=0)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
