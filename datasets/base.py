@@ -239,12 +239,17 @@ class SegmentationDataset(Dataset):
                     f"{tuple(image.shape[-2:])} of {image_path}"
                 )
             sample["mask"] = tv_tensors.Mask(mask)
-        if self.transforms is not None:
-            if "mask" in sample:
-                sample["image"], sample["mask"] = self.transforms(sample["image"], sample["mask"])
-            else:
-                sample["image"] = self.transforms(sample["image"])
-        return sample
+        return apply_transforms(sample, self.transforms)
+
+
+def apply_transforms(sample: dict[str, Any], transforms: Callable[..., Any] | None) -> dict[str, Any]:
+    """``sample`` with ``transforms`` applied to its image and, when it has one, its mask (jointly)."""
+    if transforms is not None:
+        if "mask" in sample:
+            sample["image"], sample["mask"] = transforms(sample["image"], sample["mask"])
+        else:
+            sample["image"] = transforms(sample["image"])
+    return sample
 
 
 def make_lookup(mapping: dict[int, int]) -> torch.Tensor:

@@ -29,6 +29,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from .base import apply_transforms
+
 SEVERITIES = (1, 2, 3, 4, 5)
 PARAMETERS: dict[str, tuple[Any, ...]] = {  # ImageNet-C's, severity 1..5
     "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),  # standard deviation, intensities in [0, 1]
@@ -215,9 +217,4 @@ class CorruptedDataset(Dataset):
         sample = dict(self.dataset[index])
         c = self.corruption
         sample["image"] = tv_tensors.Image(corrupt(sample["image"], c.name, c.severity, seed=c.seed, index=index))
-        if self.transforms is not None:
-            if "mask" in sample:
-                sample["image"], sample["mask"] = self.transforms(sample["image"], sample["mask"])
-            else:
-                sample["image"] = self.transforms(sample["image"])
-        return sample
+        return apply_transforms(sample, self.transforms)
