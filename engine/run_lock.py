@@ -40,13 +40,18 @@ def _refusal(work_dir: Path, holder: str) -> RunLockedError:
 
 
 def check_unlocked(work_dir: str | Path) -> None:
-    """Refuse now if another run holds ``work_dir``, writing nothing (the lock is taken later, by ``RunLock``)."""
+    """Refuse now if another run holds ``work_dir``, writing nothing (the lock is taken later, by ``RunLock``).
+
+    Every process of a job checks at once; the probe is a *shared* lock, which conflicts with a run's
+    exclusive one but not with the other processes' probes (an exclusive probe refused a job whose
+    ranks happened to check at the same instant).
+    """
     path = Path(work_dir) / LOCK_FILE
     if not path.is_file():
         return
     with open(path) as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _refusal(Path(work_dir), _holder(path)) from None
         fcntl.flock(f, fcntl.LOCK_UN)

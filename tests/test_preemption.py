@@ -131,7 +131,8 @@ def test_slurm_time_limit_warning_and_preemption_under_torchrun(synthetic_citysc
     assert "DataLoader worker" not in output + log  # the workers left the decision to the main process
     assert slurm_log.read_text().count("requeue") == 1  # SLURM, not the script, requeues a preempted job
     resumed = launch(preempted, synthetic_cityscapes)
-    assert resumed.wait(timeout=600) == 0
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-3000:]
 
     reference_weights = _weights(tmp_path / "reference")
     for other in (work_dir, preempted):

@@ -107,3 +107,27 @@ def test_under_torchrun_every_process_stops_when_the_main_one_finds_the_lock_hel
     outcomes = [(tmp_path / f"outcome.{rank}").read_text() for rank in (0, 1)]
     assert outcomes[0] == outcomes[1]
     assert f"is in use by another training run (pid {holder.pid} on " in outcomes[0]
+
+
+def test_the_processes_of_one_job_checking_at_the_same_instant_do_not_refuse_each_other(tmp_path):
+    """Was: the early check probed with an exclusive lock, so a rank that checked while another rank of its
+    job was mid-probe refused the job (seen under load on 2 cores: rank 1 exited with code 2 before DDP)."""
+    work_dir = tmp_path / "run"
+    RunLock(work_dir).acquire().release()  # a finished run: the lock file exists, free
+    probing = textwrap.dedent(
+        """
+        import fcntl, sys, time
+        f = open(sys.argv[1])
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the other rank, stopped in the middle of its check
+        print("probing", flush=True)
+        time.sleep(600)
+        """
+    )
+    command = [sys.executable, "-c", probing, str(work_dir / LOCK_FILE)]
+    other = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "probing"
+        check_unlocked(work_dir)  # this rank's check at the same instant
+    finally:
+        other.kill()
+        other.wait()
