@@ -54,10 +54,10 @@ def evaluate(
             image = batch["image"].to(device, non_blocking=True).to(memory_format=memory_format)
             scores = infer(model, image, protocol, num_classes, mean=mean, std=std, amp_dtype=amp_dtype)
             prediction = scores.argmax(0)
-            if "mask" in batch:
+            if "mask" in batch and records is not None:  # the image's matrix, counted once for both
+                matrix.matrix += records.update(position, batch["name"][0], prediction, batch["mask"][0])
+            elif "mask" in batch:
                 matrix.update(prediction, batch["mask"][0])
-                if records is not None:
-                    records.update(position, batch["name"][0], prediction, batch["mask"][0])
             if on_prediction is not None:
                 on_prediction(batch, prediction)
             if len(kept) < keep and "mask" in batch:

@@ -87,8 +87,9 @@ class ImageCounts:
         self.gathered: dict[str, np.ndarray] | None = None
 
     @torch.no_grad()
-    def update(self, position: int, name: str, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """The ``position``-th image of this process's loader (positions of unscored images are skipped)."""
+    def update(self, position: int, name: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The ``position``-th image of this process's loader (positions of unscored images are skipped);
+        returns the image's confusion matrix, for the caller's total (counted once)."""
         image = ConfusionMatrix(self.num_classes, prediction.device, self.ignore_index)
         image.update(prediction, target)
         m = image.matrix
@@ -96,6 +97,7 @@ class ImageCounts:
         index = self.indices[position] if self.indices is not None else position
         self.rows.append((int(index), name, torch.stack([tp, gt + m.sum(0) - tp, gt])))
         self.confusion = m if self.confusion is None else self.confusion + m
+        return m
 
     def gather(self) -> ImageCounts:
         """Every process's rows, on every process, ordered by dataset index (a collective call)."""
