@@ -16,6 +16,7 @@ from utils.registry import construct, lookup
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 from .cityscapes import Cityscapes
+from .conventions import load_classes
 from .corruptions import CorruptedDataset, Corruption
 from .folder import FolderDataset, default_palette
 from .transforms import eval_transforms, train_transforms
@@ -45,8 +46,8 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     data = cfg.data
     cls = lookup(DATASETS, data.dataset, "data.dataset")
     if cls is FolderDataset:
-        classes = tuple(data.dataset_args.get("classes") or ())
-        palette = data.dataset_args.get("palette") or default_palette(len(classes))
+        classes, colors = load_classes(data.dataset_args.get("classes"), data.root)
+        palette = data.dataset_args.get("palette") or colors or default_palette(len(classes))
         return classes, tuple(tuple(c) for c in palette)
     return cls.classes, cls.palette
 
