@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from utils.registry import BuildError, construct
 
-from . import ade20k, cityscapes
+from . import ade20k, cityscapes, pascal_context
 from .base import (
     IGNORE_INDEX,
     LIMIT_KEY,
@@ -73,6 +73,8 @@ def _splits(name: str, root: Path) -> dict[str, int | None]:
         return splits
     if name == "ade20k":
         return dict(ade20k.OFFICIAL_COUNTS)
+    if name == "pascal_context":
+        return dict(pascal_context.OFFICIAL_COUNTS)
     return {"train": None, "val": None}
 
 
@@ -120,6 +122,8 @@ def check_dataset(
         if official and len(dataset) != official:
             report.warnings.append(f"{split}: {len(dataset)} images where the official split has {official}")
         report.lines.append(f"{split}: {count}")
+        if getattr(dataset, "layout", None):
+            report.lines.append(f"  layout: {dataset.layout}")
         has_masks = bool(dataset.samples) and dataset.samples[0][1] is not None
         label_indices = _evenly_spaced(len(dataset), max_masks) if has_masks else []
         dataset.max_pixels = max_pixels
@@ -354,7 +358,19 @@ def _ade20k_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -
     return None
 
 
+def _pascal_context_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -> str | None:
+    # The converters write 0 (background) and 1..59, never 255; reduced copies hold 0..58 and 255.
+    if 255 in values and all(v <= 58 for v in values if v != 255):
+        return (
+            "masks look already reduced to 0..58 with 255 for background; this loader expects the converters' "
+            "files (0 = background, 1..59) and would shift every class once more. Use PyTorch-Encoding's or "
+            "MMSegmentation's masks"
+        )
+    return None
+
+
 _LABEL_SPACE: dict[str, Callable[..., str | None]] = {
     "cityscapes": _cityscapes_label_space,
     "ade20k": _ade20k_label_space,
+    "pascal_context": _pascal_context_label_space,
 }
