@@ -10,8 +10,8 @@ Masks come in four conventions (``data.dataset_args`` of ``folder``):
   ``ignore_colors`` lists colours that mean "unlabelled".
 
 Every convention becomes the one 256-entry lookup table the datasets already use. Colour masks are
-first encoded to 8-bit codes (class i -> i, ignore colours -> 255) by a binary search over the
-colours packed as int32, so no convention loops over pixels in Python.
+first encoded to 8-bit codes (class i -> i, ignore colours -> 255) through a table indexed by the
+packed colour, so no convention loops over pixels in Python.
 """
 
 from __future__ import annotations
@@ -155,27 +155,34 @@ def _checked_label_map(label_map: Mapping[Any, Any], num_classes: int) -> dict[i
 class ColorCodes:
     """Encodes RGB masks to 8-bit codes: the colour of class i -> i, an ignore colour -> 255.
 
-    Colours are packed as int32 ``r << 16 | g << 8 | b`` and looked up by binary search in the sorted
-    palette: O(pixels x log(classes)) in numpy. A colour in neither list is an error naming the file,
-    the colour and its pixel count.
+    Colours are packed as ``r << 16 | g << 8 | b`` and looked up in a 2**24-entry uint8 table (16 MB,
+    built once, shared by forked DataLoader workers): one gather per pixel, 2.4x faster than a binary
+    search over the sorted palette (docs/data.md). ``UNKNOWN`` marks colours in neither list: an error
+    naming the file, the colour and its pixel count.
     """
 
+    UNKNOWN = 254  # so colour masks hold at most 254 classes
+
     def __init__(self, colors: Sequence[tuple[int, int, int]], ignore_colors: Sequence[Any] = ()) -> None:
+        if len(colors) > self.UNKNOWN:
+            raise ValueError(f"mask_format: rgb takes at most {self.UNKNOWN} classes; got {len(colors)}")
         ignore = [_color(c, f"ignore_colors[{i}]") for i, c in enumerate(ignore_colors)]
         clash = sorted(set(ignore) & set(colors))
         if clash:
             raise ValueError(f"ignore_colors {list(clash[0])} is also a class's color; remove it from one of the two")
-        codes = {_pack(c): i for i, c in enumerate(colors)} | {_pack(c): IGNORE_INDEX for c in ignore}
-        self.keys = np.array(sorted(codes), dtype=np.int32)
-        self.codes = np.array([codes[k] for k in self.keys.tolist()], dtype=np.uint8)
+        self.table = np.full(1 << 24, self.UNKNOWN, dtype=np.uint8)
+        for code, color in [*enumerate(colors), *((IGNORE_INDEX, c) for c in ignore)]:
+            self.table[_pack(color)] = code
 
     def encode(self, rgb: np.ndarray, path: Path) -> torch.Tensor:
         """(H, W, 3) uint8 -> (H, W) uint8 codes."""
-        packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-        index = np.searchsorted(self.keys, packed).clip(max=len(self.keys) - 1)
-        known = self.keys[index] == packed
-        if not known.all():
-            colors, counts = np.unique(packed[~known], return_counts=True)
+        bgr0 = np.zeros((*rgb.shape[:2], 4), np.uint8)
+        bgr0[..., :3] = rgb[..., ::-1]
+        packed = bgr0.view("<u4")[..., 0]  # little-endian bytes b, g, r, 0: r << 16 | g << 8 | b
+        codes = self.table[packed]
+        unknown = codes == self.UNKNOWN
+        if unknown.any():
+            colors, counts = np.unique(packed[unknown], return_counts=True)
             order = np.argsort(-counts, kind="stable")[:5]
             shown = ", ".join(f"{list(_unpack(int(colors[i])))} in {int(counts[i]):,} pixels" for i in order)
             more = f" (and {len(colors) - 5} more colors)" if len(colors) > 5 else ""
@@ -183,7 +190,7 @@ class ColorCodes:
                 f"{path}: mask color(s) not in the class colors: {shown}{more}. Give the class its color in "
                 "data.dataset_args.classes, or list the color in data.dataset_args.ignore_colors"
             )
-        return torch.from_numpy(self.codes[index])
+        return torch.from_numpy(codes)
 
 
 def _pack(color: Sequence[int]) -> int:
