@@ -280,6 +280,35 @@ def write_folder(out: Path, counts: dict[str, int], size: tuple[int, int], seed:
             _save_png(scene.labels(FOLDER_IDS), out / "masks" / split / f"street_{i:05d}.png")
 
 
+# The 5-class colour-mask export (``write_folder_rgb``): (name, colour, world classes), background first.
+FOLDER_RGB_CLASSES = (
+    ("background", (0, 0, 0), ()),  # everything else: buildings, walls, fences, terrain, sky, the ego vehicle
+    ("road", (128, 64, 128), ("road",)),
+    ("sidewalk", (244, 35, 232), ("sidewalk",)),
+    ("car", (0, 0, 142), ("car",)),
+    ("vegetation", (107, 142, 35), ("vegetation",)),
+    ("thin structure", (220, 220, 0), ("pole", "traffic sign")),
+)
+
+
+def write_folder_rgb(out: Path, counts: dict[str, int], size: tuple[int, int], seed: int = 0) -> None:
+    """The folder layout with RGB colour masks of 6 classes (``FOLDER_RGB_CLASSES``) and ``classes.yaml``
+    naming each class's colour: the input of a fine-tuning walk-through (``mask_format: rgb``)."""
+    code = {world: i for i, (_, _, worlds) in enumerate(FOLDER_RGB_CLASSES) for world in worlds}
+    values = {name: code.get(name, 0) for name in (*CLASSES, *VOID)}
+    palette = np.array([color for _, color, _ in FOLDER_RGB_CLASSES], np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = [{"name": name, "color": list(color)} for name, color, _ in FOLDER_RGB_CLASSES]
+    (out / "classes.yaml").write_text("".join(f"- {json.dumps(c)}\n" for c in classes))  # JSON lines are YAML
+    for split_index, (split, count) in enumerate(counts.items()):
+        for i in _progress(range(count), f"folder-rgb {split}"):
+            scene = make_scene([seed, split_index, i], *size)
+            image_path = out / "images" / split / f"street_{i:05d}.jpg"
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(scene.image).save(image_path, quality=95)
+            _save_png(palette[scene.labels(values)], out / "masks" / split / f"street_{i:05d}.png")
+
+
 # The Pascal Context class (by name; its file value is the index in CLASSES_60) of each world class;
 # poles have no Pascal Context class and the ego vehicle is void: both background (0).
 PASCAL_CONTEXT_NAMES = {
@@ -319,6 +348,7 @@ WRITERS = {
     "cityscapes": write_cityscapes,
     "ade20k": write_ade20k,
     "folder": write_folder,
+    "folder-rgb": write_folder_rgb,
     "pascal_context": write_pascal_context,
 }
 

@@ -3,6 +3,7 @@ errors, and the dataset doctor's detection of the convention the files are reall
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from PIL import Image
 
 from conftest import ROOT
 from datasets import DatasetError, FolderDataset, build_dataset, class_info
+from datasets.doctor import check_dataset
+from datasets.synthetic import CLASSES as WORLD_CLASSES
+from datasets.synthetic import make_scene
 from utils.cli import run
 from utils.config import load_config
 
@@ -236,3 +240,25 @@ def test_doctor_suggests_a_label_map_for_values_above_the_class_count(tmp_path, 
     dataset = FolderDataset(root, "train", classes=["a", "b", "c"], label_map={7: 0, 26: 1, 33: 2})
     for i, mask in enumerate(masks["train"]):
         assert np.array_equal(ids(dataset, i), reference(mask, {7: 0, 26: 1, 33: 2}))
+
+
+def test_the_synthetic_folder_rgb_export_trains_as_printed(tmp_path, capsys):
+    """make_synthetic.py --format folder-rgb: 6 classes in colour masks, read back with the command it prints."""
+    import make_synthetic
+
+    root = tmp_path / "rgb"
+    make_synthetic.main(
+        ["--format", "folder-rgb", "--out", str(root), "--train", "2", "--val", "1", "--size", "32", "48"]
+    )
+    command = capsys.readouterr().out.splitlines()[-1]
+    assert command.startswith("train on it: python train.py --config configs/custom_folder.yaml ")
+    overrides = shlex.split(command.split("custom_folder.yaml ")[1])
+    cfg = load_config(ROOT / "configs/custom_folder.yaml", overrides)
+    dataset = build_dataset(cfg, "train", train=False)
+    assert dataset.classes == ("background", "road", "sidewalk", "car", "vegetation", "thin structure")
+    reference_ids = {"road": 1, "sidewalk": 2, "car": 3, "vegetation": 4, "pole": 5, "traffic sign": 5}
+    for i in range(2):
+        world = make_scene([0, 0, i], 32, 48)
+        expected = world.labels({name: reference_ids.get(name, 0) for name in (*WORLD_CLASSES, "ego vehicle")})
+        assert np.array_equal(dataset[i]["mask"].numpy(), expected)
+    assert check_dataset("folder", root, dataset_args=cfg.data.dataset_args).ok
