@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from utils.registry import BuildError, construct
@@ -31,6 +30,7 @@ from .base import (
     DatasetError,
     MissingFolderError,
     SegmentationDataset,
+    _open_image,
     read_image,
 )
 
@@ -128,7 +128,7 @@ def check_dataset(
         label_indices = _evenly_spaced(len(dataset), max_masks) if has_masks else []
         dataset.max_pixels = max_pixels
         if name == "folder" and label_indices:
-            _folder_convention(dataset, split, report, label_indices, args_key)
+            _folder_convention(dataset, split, report, label_indices, args_key, limit_key)
         decoded = _evenly_spaced(len(dataset), max_images)
         mask_counts = _check_files(dataset, split, report, decoded, label_indices, limit_key)
         if mask_counts:  # none when no mask could be read: the problems above say why
@@ -228,7 +228,9 @@ CONVENTION_MASKS = 50
 ZERO_BORDER_SHARE = 0.5
 
 
-def _folder_convention(dataset: Any, split: str, report: Report, indices: list[int], args_key: str) -> None:
+def _folder_convention(
+    dataset: Any, split: str, report: Report, indices: list[int], args_key: str, limit_key: str
+) -> None:
     """Say which mask convention a folder dataset's files look like, next to the configured one, and the key to set.
 
     Reads the files as stored (not through the dataset's conversion): RGB files are colour masks
@@ -241,9 +243,9 @@ def _folder_convention(dataset: Any, split: str, report: Report, indices: list[i
     checked = [indices[i * len(indices) // CONVENTION_MASKS] for i in range(min(CONVENTION_MASKS, len(indices)))]
     for index in checked:
         try:
-            with Image.open(dataset.samples[index][1]) as image:
+            with _open_image(dataset.samples[index][1], "mask", dataset.max_pixels, limit_key) as image:
                 array = np.array(image.convert("L") if image.mode == "1" else image)
-        except (OSError, ValueError, SyntaxError):
+        except (DatasetError, OSError, ValueError, SyntaxError):
             continue  # the decoding check reports it
         if array.ndim == 3:
             rgb += 1

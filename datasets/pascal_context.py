@@ -106,7 +106,7 @@ class PascalContext(SegmentationDataset):
             if not pth.is_file():
                 raise FileNotFoundError(f"{pth} not found (PyTorch-Encoding's masks); expected layout:\n{LAYOUT}")
             self.masks = torch.load(pth, weights_only=False)  # a pickle of PIL images, as PyTorch-Encoding saves it
-            self.ids = {image_name(i): i for i in self.masks}
+            self.ids = {image_name(int(i)): i for i in self.masks}
             names, masks = sorted(self.ids), dict.fromkeys(self.ids, pth)
         else:
             listing = require_dir(self.root / "ImageSets" / "SegmentationContext", LAYOUT) / f"{split}.txt"
