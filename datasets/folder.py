@@ -94,6 +94,8 @@ class FolderDataset(SegmentationDataset):
         allow_unpaired: bool = False,
     ) -> None:
         names, colors = load_classes(classes, root)
+        if palette and colors:
+            raise ValueError("palette and class colors both give the classes' colours: keep one")
         if mask_format not in ("index", "rgb"):
             raise ValueError(f"mask_format must be 'index' (class ids) or 'rgb' (colour masks); got {mask_format!r}")
         self.codes = None
@@ -129,8 +131,6 @@ class FolderDataset(SegmentationDataset):
         masks = files_by_name(masks_root, MASK_SUFFIXES)
         samples = pair_files(images, masks, what=f"folder dataset {split}", allow_unpaired=allow_unpaired)
         self.classes = names
-        if palette and colors:
-            raise ValueError("palette and class colors both give the classes' colours: keep one")
         self.palette = tuple(tuple(c) for c in palette or colors or default_palette(len(names)))
         if len(self.palette) != len(self.classes):
             raise ValueError(f"palette has {len(self.palette)} colors for {len(self.classes)} classes")

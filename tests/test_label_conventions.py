@@ -97,6 +97,15 @@ def test_rgb_masks_map_each_colour_to_its_class(tmp_path):
     assert np.array_equal(ids(dataset, 0), reference(masks[0], table))
 
 
+def test_colours_that_differ_in_channel_order_only_are_told_apart(tmp_path):
+    colors = [(255, 0, 1), (1, 0, 255), (0, 255, 1), (0, 1, 255)]  # a byte-order or packing slip would mix them
+    masks = random_masks(colors, 1, seed=4)
+    root = write_folder(tmp_path, {"train": masks})
+    classes = [{"name": f"c{i}", "color": list(c)} for i, c in enumerate(colors)]
+    dataset = FolderDataset(root, "train", classes=classes, mask_format="rgb")
+    assert np.array_equal(ids(dataset), reference(masks[0], {c: i for i, c in enumerate(colors)}))
+
+
 def _palette_image(colors: list[tuple[int, int, int]]) -> Image.Image:
     image = Image.new("P", (1, 1))
     image.putpalette([c for color in colors for c in color] + [0] * (768 - 3 * len(colors)))
