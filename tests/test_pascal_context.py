@@ -116,3 +116,13 @@ def test_configs_build_the_dataset_and_check_the_class_count(pcontext):
         build_dataset(sixty, "val")
     with pytest.raises(ValueError, match=r"num_classes must be 59 \(background ignored\) or 60"):
         PascalContext(pcontext, "val", num_classes=58)
+
+
+def test_the_table_prints_the_listed_number_with_its_source(tmp_path):
+    from engine import paper_results, paper_tables
+
+    records, _ = paper_tables.table_records("pascal_context", tmp_path)
+    assert [(r["row"], r["paper_miou"]) for r in records] == [("SPNet R50", None), ("SPNet R101", 54.5)]
+    assert records[1]["paper_note"] == paper_results.LISTINGS  # benchmark listings, not the paper
+    markdown = paper_tables.render("pascal_context", tmp_path, "markdown")
+    assert "54.5 is not read in the paper" in markdown and "not read in the paper itself" in markdown
