@@ -13,17 +13,21 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from utils.registry import construct, lookup
 
+from . import pascal_context
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 from .cityscapes import Cityscapes
+from .conventions import load_classes
 from .corruptions import CorruptedDataset, Corruption
 from .folder import FolderDataset, default_palette
+from .pascal_context import PascalContext
 from .transforms import eval_transforms, train_transforms
 
 DATASETS = {
     "ade20k": ADE20K,
     "cityscapes": Cityscapes,
     "folder": FolderDataset,
+    "pascal_context": PascalContext,
 }
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "Corruption",
     "DatasetError",
     "FolderDataset",
+    "PascalContext",
     "SegmentationDataset",
     "build_dataset",
     "class_info",
@@ -45,9 +50,11 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     data = cfg.data
     cls = lookup(DATASETS, data.dataset, "data.dataset")
     if cls is FolderDataset:
-        classes = tuple(data.dataset_args.get("classes") or ())
-        palette = data.dataset_args.get("palette") or default_palette(len(classes))
+        classes, colors = load_classes(data.dataset_args.get("classes"), data.root)
+        palette = data.dataset_args.get("palette") or colors or default_palette(len(classes))
         return classes, tuple(tuple(c) for c in palette)
+    if cls is PascalContext:
+        return pascal_context.class_info(data.dataset_args.get("num_classes", 59))
     return cls.classes, cls.palette
 
 
