@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from datasets import IGNORE_INDEX
+from datasets import IGNORE_INDEX, stored_class_info
 from datasets.statistics import ClassStatistics, cached_statistics, class_weights, format_weights
 from engine.data import DataPlan, build_loaders, plan_data, shut_down_workers
 from engine.inference import prepare_for_inference
@@ -295,7 +295,13 @@ def build_step(
     t = cfg.train
     model = build_model(cfg, load_pretrained=state is None and not t.load_from)
     if t.load_from and state is None:
-        log.info("%s", load_model_weights(model, t.load_from))
+        classes = data.train_set.classes
+        report = load_model_weights(
+            model, t.load_from, classes=classes, class_map=t.class_map, stored_classes=stored_classes
+        )
+        log.info("%s", report)
+    elif t.class_map is not None and not t.load_from:
+        raise ValueError("train.class_map maps the classes of train.load_from: set train.load_from, or class_map=null")
     if data.accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         log.warning(
             "gradient accumulation keeps the global batch and LR, but BatchNorm statistics come from %d image(s) "
@@ -356,6 +362,12 @@ def class_weight_of(
     return weights, stats if counted else None
 
 
+def stored_classes(checkpoint: dict) -> tuple[str, ...] | None:
+    """The class names of a ``train.load_from`` checkpoint, from its config when it predates stored names."""
+    info = stored_class_info(checkpoint)
+    return info[0] if info else None
+
+
 def without_unused_aux_head(cfg: Config, notes: list[str]) -> Config:
     """``loss.aux_weight=0`` trains no auxiliary head: an output no loss uses would break DDP
     (parameters without gradients) and cost time. The saved config says so, and the log."""
@@ -382,6 +394,10 @@ class Run:
     writer: SummaryWriter | None = None
     best_miou: float = -1.0
     validated_iter: int = -1  # the newest iteration whose validation finished
+
+    def labels(self) -> dict[str, list]:
+        """What every checkpoint stores of the label set: fine-tuning maps classes by name, drawing needs colours."""
+        return {"classes": list(self.classes), "palette": [list(c) for c in self.palette]}
 
 
 # --- the training step ----------------------------------------------------------------------------
@@ -475,6 +491,7 @@ def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> 
             "best_miou": run.best_miou,
             "rng": rngs,
             "config": config_to_dict(run.cfg),
+            **run.labels(),
         }
         path = save_training_checkpoint(state, run.work_dir, iteration, run.cfg.train.keep_checkpoints)
         run.log.info("saved %s", path)
@@ -524,7 +541,7 @@ def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iterati
         run.writer.add_image("val/confusion_matrix", confusion, iteration, dataformats="HWC")
         if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
             run.best_miou = metrics["miou"]
-            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)
+            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg, run.labels())
         records = counts.records(run.classes, run.over_all_classes, run.protocol.slug())
         save_records(run.work_dir / "val_records.npz", records)
         write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})
