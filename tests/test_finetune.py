@@ -166,3 +166,41 @@ def test_train_fine_tunes_a_cityscapes_run_into_a_folder_label_set(synthetic_cit
     last = torch.load(second / "last.pth", weights_only=True)
     assert last["classes"][-1] == "pothole" and len(last["palette"]) == 11
     assert last["model"]["head.classifier.weight"].shape[0] == 11
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoints(tmp_path_factory):
+    """The demo model's weights with class names, with none, and a model of another backbone width."""
+    from utils.config import load_config
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = build_model(load_config(ROOT / "configs/demo.yaml"), load_pretrained=False)
+    torch.save({"model": model.state_dict(), "classes": list(Cityscapes.classes)}, folder / "named.pth")
+    torch.save({"model": model.state_dict()}, folder / "bare.pth")
+    other = build_model(
+        load_config(ROOT / "configs/demo.yaml", ["model.backbone.base_width=16"]), load_pretrained=False
+    )
+    torch.save({"model": other.state_dict(), "classes": list(Cityscapes.classes)}, folder / "narrow.pth")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        (["loss.class_weight=[1, 2, 3]"], r"loss.class_weight has 3 weights but the model has 19 classes"),
+        (["train.load_from=CKPT/named.pth", "train.class_map={pothole: road}"], r"'pothole' is not a class of the "),
+        (["train.load_from=CKPT/named.pth", "train.class_map={road: crack}"], r"'crack' is not a class of the check"),
+        (["train.load_from=CKPT/bare.pth", "train.class_map=by_name"], r"stores no class names .* explicit table"),
+        (["train.load_from=CKPT/narrow.pth", "train.class_map=by_name"], r"shape mismatches:\n    backbone.conv1.0"),
+        (["train.class_map=by_name"], r"train.class_map maps the classes of train.load_from"),
+    ],
+)
+def test_bad_fine_tuning_and_loss_settings_fail_before_anything_is_written(
+    synthetic_cityscapes, demo_checkpoints, tmp_path, extra, error
+):
+    work_dir = tmp_path / "run"
+    extra = [e.replace("CKPT", str(demo_checkpoints)) for e in extra]
+    argv = ["--config", str(ROOT / "configs/demo.yaml"), f"data.root={synthetic_cityscapes}", "train.batch_size=2"]
+    with pytest.raises(ValueError, match=error):
+        train.main([*argv, f"train.work_dir={work_dir}", *extra])
+    assert not work_dir.exists()

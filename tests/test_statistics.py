@@ -117,3 +117,32 @@ def test_check_dataset_stats_prints_and_writes_the_counts(folder, tmp_path_facto
     assert "class statistics of train" in capsys.readouterr().out
     check_dataset.main(argv)  # no PATH: beside the data
     assert json.loads((root / "class_statistics_train.json").read_text())["pixels"] == pixels
+
+
+@pytest.mark.slow
+def test_train_weights_classes_from_the_cached_statistics(synthetic_cityscapes, tmp_path):
+    """loss.class_weight {auto: ...}: counted once, logged, written to the run folder, read again on resume."""
+    import re
+
+    import train
+    from datasets import build_dataset
+    from test_train import TINY, _run
+    from utils.config import load_config
+
+    work_dir = tmp_path / "run"
+    loss = ["loss.class_weight={auto: enet_log}", "loss.terms=[{name: ce}, {name: lovasz, weight: 0.5}]"]
+    common = ["train.eval_interval=0", "train.checkpoint_interval=2", *loss]
+    assert _run(synthetic_cityscapes, work_dir, "train.max_iters=2", *common) == 0
+    cfg = load_config(ROOT / "configs/demo.yaml", [f"data.root={synthetic_cityscapes}"])
+    expected = class_weights(class_statistics(build_dataset(cfg, "train"), progress=False), "enet_log")
+    log = (work_dir / "train.log").read_text()
+    logged = re.search(r"loss.class_weight enet_log, from the pixel frequencies of train \(counted\): (.*)", log)
+    assert logged.group(1).startswith(f"road {expected[0]:.3g}, sidewalk {expected[1]:.3g}")
+    cached = json.loads((work_dir / "class_statistics.json").read_text())
+    assert class_weights(ClassStatistics.from_dict(cached), "enet_log") == pytest.approx(expected)
+    assert train.main(
+        ["--config", str(ROOT / "configs/demo.yaml"), "--resume", "auto", "--allow-config-change",
+         f"data.root={synthetic_cityscapes}", f"train.work_dir={work_dir}", *TINY, "train.max_iters=3", *common]
+    ) == 0  # fmt: skip
+    log = (work_dir / "train.log").read_text()
+    assert f"(from {work_dir / 'class_statistics.json'})" in log and "iter 3/3 loss" in log
