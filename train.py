@@ -297,7 +297,7 @@ def build_step(
     if t.load_from and state is None:
         classes = data.train_set.classes
         report = load_model_weights(
-            model, t.load_from, classes=classes, class_map=t.class_map, stored_classes=stored_classes
+            model, t.load_from, fine_tune=True, classes=classes, class_map=t.class_map, stored_classes=stored_classes
         )
         log.info("%s", report)
     elif t.class_map is not None and not t.load_from:

@@ -330,17 +330,19 @@ def load_model_weights(
     model: nn.Module,
     source: str | Path,
     *,
+    fine_tune: bool = False,
     classes: Sequence[str] | None = None,
     class_map: str | Mapping[str | int, str | int] | None = None,
     stored_classes: Callable[[dict], Sequence[str] | None] = lambda checkpoint: None,
 ) -> LoadReport:
     """Load a full-model checkpoint (ours, or converted by ``scripts/convert_checkpoint.py``), strictly.
 
-    Fine-tuning into another label set: when the classifiers (``model.classifier_layers()``) have
-    another class count than the file's, or ``class_map`` is given, they start from the model's own
-    initialisation and ``class_map`` (``resolve_class_map``) copies the matching rows (weights and
-    bias) from the file; everything else still loads strictly. ``classes``: the model's class names;
-    the file's are its ``"classes"``, else ``stored_classes(checkpoint)`` (e.g. from its config).
+    ``fine_tune`` (``train.load_from`` only; evaluation never): when the classifiers
+    (``model.classifier_layers()``) have another class count than the file's, or ``class_map`` is
+    given, they start from the model's own initialisation and ``class_map`` (``resolve_class_map``)
+    copies the matching rows (weights and bias) from the file; everything else still loads strictly.
+    ``classes``: the model's class names; the file's are its ``"classes"``, else
+    ``stored_classes(checkpoint)`` (e.g. from its config).
     """
     obj = read_checkpoint(source, "model checkpoint")
     if isinstance(obj, dict) and "backbone" in obj and "model" not in obj:
@@ -354,8 +356,10 @@ def load_model_weights(
         saved = meta.get("config", {}).get("model")
         return f"  the checkpoint was written for: {saved}" if saved else "  (the checkpoint records no config)"
 
-    old_classes = meta.get("classes") or stored_classes(meta)
-    state_dict, classifiers = fit_classifiers(model, state_dict, classes, old_classes, class_map, str(source))
+    classifiers = None
+    if fine_tune:
+        old_classes = meta.get("classes") or stored_classes(meta)
+        state_dict, classifiers = fit_classifiers(model, state_dict, classes, old_classes, class_map, str(source))
     load_state_dict_checked(model, state_dict, source=str(source), describe=describe)
     config, iteration = meta.get("config"), meta.get("iter")
     return LoadReport(

@@ -4,6 +4,7 @@ get the rows train.class_map matches, everything else loads strictly; and train.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
@@ -19,6 +20,7 @@ from models.weights import IncompatibleWeightsError, load_model_weights
 from utils.config import config_to_dict
 
 OLD = ["road", "car", "sky", "pole", "sign"]
+fine_tune = functools.partial(load_model_weights, fine_tune=True)  # as train.load_from loads
 NEW = ["pothole", "car", "road"]
 
 
@@ -50,7 +52,7 @@ def test_by_name_copies_the_matching_rows_and_loads_the_rest_strictly(checkpoint
     torch.manual_seed(2)
     model = _model(len(NEW))
     init = {k: v.clone() for k, v in model.state_dict().items()}
-    report = load_model_weights(model, path, classes=NEW, class_map="by_name")
+    report = fine_tune(model, path, classes=NEW, class_map="by_name")
     new = model.state_dict()
     for layer in ("head.classifier", "aux_head.classifier"):
         for part in ("weight", "bias"):
@@ -69,7 +71,7 @@ def test_by_name_copies_the_matching_rows_and_loads_the_rest_strictly(checkpoint
 def test_an_explicit_table_by_names_and_ids(checkpoint):
     path, old = checkpoint
     model = _model(len(NEW))
-    report = load_model_weights(model, path, classes=NEW, class_map={"pothole": "road", 2: 0})
+    report = fine_tune(model, path, classes=NEW, class_map={"pothole": "road", 2: 0})
     weight = model.state_dict()["head.classifier.weight"]
     torch.testing.assert_close(weight[0], old["head.classifier.weight"][0], rtol=0, atol=0)
     torch.testing.assert_close(weight[2], old["head.classifier.weight"][0], rtol=0, atol=0)
@@ -81,7 +83,7 @@ def test_without_a_map_another_class_count_starts_the_classifiers_fresh(checkpoi
     torch.manual_seed(3)
     model = _model(len(NEW))
     init = model.state_dict()["head.classifier.weight"].clone()
-    report = load_model_weights(model, path, classes=NEW)
+    report = fine_tune(model, path, classes=NEW)
     assert torch.equal(model.state_dict()["head.classifier.weight"], init)
     assert torch.equal(model.state_dict()["head.bottleneck.0.weight"], old["head.bottleneck.0.weight"])
     assert "rows copied for none; re-initialised: pothole, car, road (train.class_map copies" in str(report)
@@ -101,7 +103,7 @@ def test_without_a_map_another_class_count_starts_the_classifiers_fresh(checkpoi
 )
 def test_a_map_naming_a_class_its_side_does_not_have_is_refused(checkpoint, class_map, message):
     with pytest.raises(ValueError, match=message):
-        load_model_weights(_model(len(NEW)), checkpoint[0], classes=NEW, class_map=class_map)
+        fine_tune(_model(len(NEW)), checkpoint[0], classes=NEW, class_map=class_map)
 
 
 def test_by_name_needs_stored_names_or_a_known_dataset(checkpoint, tmp_path):
@@ -109,7 +111,7 @@ def test_by_name_needs_stored_names_or_a_known_dataset(checkpoint, tmp_path):
     bare = tmp_path / "bare.pth"
     torch.save({"model": old}, bare)
     with pytest.raises(ValueError, match=r"by_name: .*bare.pth stores no class names .* give an explicit table"):
-        load_model_weights(_model(3), bare, classes=NEW, class_map="by_name", stored_classes=train.stored_classes)
+        fine_tune(_model(3), bare, classes=NEW, class_map="by_name", stored_classes=train.stored_classes)
     # a checkpoint written before the names were stored, whose config names Cityscapes: its 19 classes
     model19 = _model(19)
     cfg = dataclasses.replace(tiny_config(), model=dataclasses.replace(tiny_config().model, num_classes=19))
@@ -117,20 +119,26 @@ def test_by_name_needs_stored_names_or_a_known_dataset(checkpoint, tmp_path):
     torch.save({"model": model19.state_dict(), "config": config_to_dict(cfg)}, legacy)
     assert stored_class_info(torch.load(legacy, weights_only=True)) == (Cityscapes.classes, Cityscapes.palette)
     model = _model(3)
-    report = load_model_weights(model, legacy, classes=NEW, class_map="by_name", stored_classes=train.stored_classes)
+    report = fine_tune(model, legacy, classes=NEW, class_map="by_name", stored_classes=train.stored_classes)
     assert "classifier 19 -> 3 classes" in str(report) and "rows copied for car, road" in str(report)
     car = Cityscapes.classes.index("car")
     torch.testing.assert_close(model.head.classifier.weight[1], model19.head.classifier.weight[car], rtol=0, atol=0)
 
 
+def test_without_fine_tune_another_class_count_is_an_error(checkpoint):
+    """eval.py and the inference API load strictly: a checkpoint of another label set is an error."""
+    with pytest.raises(IncompatibleWeightsError, match=r"shape mismatches:\n    head.classifier.weight: file \(5,"):
+        load_model_weights(_model(len(NEW)), checkpoint[0])
+
+
 def test_any_other_difference_stays_an_error_naming_the_keys(checkpoint):
     one_mpm = _model(len(NEW), head_args={"sp": {"num_context": 1}})
     with pytest.raises(IncompatibleWeightsError, match=r"unexpected in the file:\n    head.context.1.") as err:
-        load_model_weights(one_mpm, checkpoint[0], classes=NEW, class_map="by_name")
+        fine_tune(one_mpm, checkpoint[0], classes=NEW, class_map="by_name")
     assert "classifier" not in str(err.value)  # the classifiers' class count is no difference here
     no_aux = _model(len(NEW), aux_head=None)
     with pytest.raises(IncompatibleWeightsError, match=r"unexpected in the file:\n    aux_head"):
-        load_model_weights(no_aux, checkpoint[0], classes=NEW, class_map="by_name")
+        fine_tune(no_aux, checkpoint[0], classes=NEW, class_map="by_name")
 
 
 FOLDER_CLASSES = "[road, sidewalk, building, wall, fence, pole, traffic sign, vegetation, terrain, sky, pothole]"
