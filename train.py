@@ -157,8 +157,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
         return 0
 
     log = start_log(cfg, d, data, work_dir, args.config, notes)
-    class_weight, counted = class_weight_of(cfg, d, data, work_dir, log)
-    step, module = build_step(cfg, d, data, resume, state, log, class_weight)
+    step, module, counted = build_step(cfg, d, data, resume, state, log, work_dir)
     start_iter = state["iter"] if state is not None else 0
     train_loader, val_loader = build_loaders(data, cfg.train, d, start_iter)
     protocol = cfg.eval.only() if cfg.train.eval_protocol == "config" else Protocol.whole_image()
@@ -285,9 +284,10 @@ class Step:
 
 def build_step(
     cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger,
-    class_weight: list[float] | None = None,
-) -> tuple[Step, nn.Module]:  # fmt: skip
-    """The training step's parts from the config, and the plain model (checkpoints, validation).
+    work_dir: Path,
+) -> tuple[Step, nn.Module, ClassStatistics | None]:  # fmt: skip
+    """The training step's parts from the config, the plain model (checkpoints, validation), and the class
+    statistics ``loss.class_weight: {auto: ...}`` counted anew (for ``train`` to write), if any.
 
     With ``state`` (the training checkpoint ``resume``) the model, optimizer, schedule and loss scale continue
     from it. Writes nothing: a config that fails a check here leaves the work dir as it was.
@@ -319,6 +319,7 @@ def build_step(
     if t.amp == "fp16" and d.device.type != "cuda":
         raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
     scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
+    class_weight, counted = class_weight_of(cfg, d, data, work_dir, log)  # after the model's checks: counting is slow
     criterion = build_criterion(cfg.loss, cfg.model.num_classes, class_weight)
     if state is not None:
         load_state_dict_checked(model, state["model"], source=str(resume))
@@ -337,7 +338,7 @@ def build_step(
         model = torch.compile(model)
     step = Step(model, criterion, optimizer, scheduler, scaler, AMP_DTYPES[t.amp], memory_format, data.micro,
                 data.accum, d)  # fmt: skip
-    return step, module
+    return step, module, counted
 
 
 def class_weight_of(
