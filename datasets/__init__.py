@@ -11,6 +11,7 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
+from utils.config import config_from_dict
 from utils.registry import construct, lookup
 
 from . import pascal_context
@@ -42,6 +43,7 @@ __all__ = [
     "SegmentationDataset",
     "build_dataset",
     "class_info",
+    "stored_class_info",
 ]
 
 
@@ -56,6 +58,22 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     if cls is PascalContext:
         return pascal_context.class_info(data.dataset_args.get("num_classes", 59))
     return cls.classes, cls.palette
+
+
+def stored_class_info(checkpoint: dict[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]] | None:
+    """(class names, palette) of a checkpoint: its ``"classes"`` and ``"palette"`` (train.py stores them), else,
+    for a checkpoint written before they were stored, those of the dataset its config names (``class_info``),
+    when they fit its class count; None when it has neither."""
+    if checkpoint.get("classes"):
+        classes = tuple(checkpoint["classes"])
+        palette = checkpoint.get("palette") or default_palette(len(classes))
+        return classes, tuple(tuple(c) for c in palette)
+    try:
+        cfg = config_from_dict(checkpoint["config"], "the checkpoint's config")
+        classes, palette = class_info(cfg)
+    except (KeyError, TypeError, ValueError):  # no config, or one today's schema no longer reads
+        return None
+    return (classes, palette) if classes and len(classes) == cfg.model.num_classes else None
 
 
 def build_dataset(cfg: Any, split: str, *, train: bool | None = None, corruption: Corruption | None = None) -> Dataset:
