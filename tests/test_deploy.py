@@ -87,3 +87,19 @@ def test_int8_is_per_channel_static_quantisation_close_to_fp32(tiny_onnx, tmp_pa
     assert not torch.equal(got, expected)  # it is quantised ...
     error = (got - expected).abs().max() / expected.abs().max()
     assert error < 0.05  # ... to within a few percent of the logits' range (8-bit steps)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config", "c.yaml"], "nothing to measure: give --sizes H W"),
+        (["--config", "c.yaml", "--sizes", "512"], "--sizes takes H W pairs"),
+        (["--config", "c.yaml", "--miou", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ],
+)
+def test_benchmark_deploy_refuses_what_it_cannot_measure(argv, message, capsys):
+    import benchmark_deploy
+
+    with pytest.raises(SystemExit) as exit_:
+        benchmark_deploy.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
