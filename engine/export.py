@@ -109,6 +109,7 @@ def export(graph: ExportedGraph, fmt: str, output: str | Path, example: torch.Te
     if fmt == "exported-program" and output.suffix != ".pt2":
         raise ValueError(f"--output {output}: an exported program is a .pt2 archive, name it e.g. model.pt2")
     output.parent.mkdir(parents=True, exist_ok=True)
+    # utils.results.atomic_write's temporary-then-rename, by hand: the ONNX exporter writes to a path
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=f".tmp{output.suffix}", dir=output.parent)
     os.close(fd)
     try:
