@@ -91,7 +91,11 @@ def _onnx_module(module: torch.nn.Module, path, channels: int):
 
 @pytest.mark.parametrize(
     "module",
-    [pytest.param(MixedPooling(8), marks=pytest.mark.slow), PyramidPooling(8), ASPP(8, 8, dilations=(1, 2))],
+    [
+        pytest.param(MixedPooling(8), marks=pytest.mark.slow),
+        pytest.param(PyramidPooling(8), marks=pytest.mark.slow),
+        ASPP(8, 8, dilations=(1, 2)),
+    ],
     ids=["mpm", "ppm", "aspp"],
 )
 def test_context_modules_export_to_onnx_at_any_size(module, tmp_path):
