@@ -78,13 +78,15 @@ class Segmenter:
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         tile_above: int = TILE_ABOVE,
+        max_pixels: int | None = None,
     ) -> None:
         """``cfg``'s model with the weights of ``checkpoint``, run under ``protocol`` (default: ``cfg.eval``).
-        ``classes`` / ``palette`` default to the configured dataset's."""
+        ``classes`` / ``palette`` default to the configured dataset's; an image file over ``max_pixels``
+        (default: Pillow's decompression-bomb limit) is refused before it is decoded."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if cfg.eval.amp == "fp16" and device.type != "cuda":
             raise ValueError("eval.amp=fp16 needs a GPU; use eval.amp=bf16 on the CPU")
-        self.cfg, self.device, self.tile_above = cfg, device, tile_above
+        self.cfg, self.device, self.tile_above, self.max_pixels = cfg, device, tile_above, max_pixels
         self.protocol = protocol or cfg.eval.only()
         known_classes, known_palette = class_info(cfg)
         self.classes = tuple(classes or known_classes)
@@ -101,6 +103,7 @@ class Segmenter:
         *,
         config: Config | None = None,
         tile_above: int = TILE_ABOVE,
+        max_pixels: int | None = None,
         verbose: bool = True,
     ) -> Segmenter:
         """From the checkpoint alone (train.py's, best.pth): its stored config, and its ``classes`` /
@@ -117,7 +120,7 @@ class Segmenter:
         cfg = config or config_from_dict(state["config"], f"{path} (its stored config)")
         segmenter = cls(
             cfg, path, device=device, protocol=protocol, classes=state.get("classes"), palette=state.get("palette"),
-            tile_above=tile_above,
+            tile_above=tile_above, max_pixels=max_pixels,
         )  # fmt: skip
         if verbose:
             print(f"{path}: protocol {segmenter.protocol}", file=sys.stderr)
@@ -138,7 +141,7 @@ class Segmenter:
     def bands(self, image: ImageLike, tile: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """The protocol's fused scores (first row, scores (C, rows, W)) top to bottom: one band of the whole
         image in memory, several when tiled. For images whose class scores do not fit in memory at once."""
-        raw = as_image(image)
+        raw = as_image(image, self.max_pixels)
         height, width = raw.shape[-2:]
         memory_format = self.prepared.memory_format
 
@@ -156,7 +159,7 @@ class Segmenter:
 
     def __call__(self, image: ImageLike, tile: bool | None = None) -> torch.Tensor:
         """Class ids (H, W) at the image's size, on the CPU (uint8 for up to 256 classes)."""
-        raw = as_image(image)
+        raw = as_image(image, self.max_pixels)
         dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
         ids = torch.empty(raw.shape[-2:], dtype=dtype)
         for top, scores in self.bands(raw, tile):
@@ -166,7 +169,7 @@ class Segmenter:
     def probabilities(self, image: ImageLike, tile: bool | None = None) -> torch.Tensor:
         """Class probabilities (C, H, W) float32 on the CPU, summing to 1 per pixel; their argmax is
         ``segmenter(image)``. A C x H x W array: for a large image, ``bands`` gives them part by part."""
-        raw = as_image(image)
+        raw = as_image(image, self.max_pixels)
         out = torch.empty(self.num_classes, *raw.shape[-2:])
         for top, scores in self.bands(raw, tile):
             out[:, top : top + scores.shape[1]] = to_probabilities(scores).cpu()
@@ -175,6 +178,6 @@ class Segmenter:
     def overlay(self, image: ImageLike, alpha: float = 0.5, tile: bool | None = None) -> np.ndarray:
         """(H + legend, W, 3) uint8: the predicted colours over the image, the legend of the classes present
         beneath (``utils.visualize.overlay_picture``)."""
-        raw = as_image(image)
+        raw = as_image(image, self.max_pixels)
         ids = self(raw, tile)
         return overlay_picture(raw.permute(1, 2, 0).numpy(), ids.numpy(), self.palette, self.classes, alpha)

@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
         raw = read_image(path, max_pixels, "--max-pixels")
         height, width = raw.shape[-2:]
-        if args.tile and tiling_problem(protocol, height, width):
-            raise ValueError(f"--tile: {path}: {tiling_problem(protocol, height, width)}")
+        problem = tiling_problem(protocol, height, width)
+        if args.tile and problem:
+            raise ValueError(f"--tile: {path}: {problem}")
         probs_path = mask_path.with_name(mask_path.stem + "_probs.npy") if args.save_probs else None
         prediction = predict(segmenter, raw, args.tile, probs_path)
         save_png(prediction, mask_path)  # replaces a symbolic link planted there, never writes through it

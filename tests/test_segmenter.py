@@ -30,7 +30,7 @@ CLASSES = ["road", "tree", "sky", "car", "sign"]
 def five_classes(tmp_path_factory):
     """A 5-class model whose checkpoint stores its class names and palette (as train.py's do)."""
     path, _ = tiny_checkpoint(tmp_path_factory.mktemp("five"), 5, classes=CLASSES, palette=PALETTE)
-    return Segmenter.fromtiny_checkpoint(path, "cpu", verbose=False)
+    return Segmenter.from_checkpoint(path, "cpu", verbose=False)
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_a_copied_checkpoint_predicts_as_eval_from_another_folder_and_through_to
     script.write_text(
         "import sys, numpy as np, torch\n"
         "from engine.segmenter import Segmenter\n"
-        "segmenter = Segmenter.fromtiny_checkpoint(sys.argv[1], device='cpu')\n"
+        "segmenter = Segmenter.from_checkpoint(sys.argv[1], device='cpu')\n"
         f"hub = torch.hub.load({str(ROOT)!r}, 'spnet', source='local', checkpoint=sys.argv[1], device='cpu')\n"
         "for i, path in enumerate(sys.argv[2:]):\n"
         "    ids = segmenter(path)\n"
@@ -106,9 +106,12 @@ def test_tiled_prediction_equals_the_whole_image(five_classes, size):
     """The real model, flip, odd sizes: class ids equal, probabilities equal (bands of windows, not tiles
     voting)."""
     photo = _photo(*size, seed=size[0])
-    assert torch.equal(five_classes(photo, tile=True), five_classes(photo, tile=False))
-    torch.testing.assert_close(five_classes.probabilities(photo, tile=True), five_classes.probabilities(photo))
-    assert len(list(five_classes.bands(photo, tile=True))) > 1
+    bands = list(five_classes.bands(photo, tile=True))
+    (top, whole), *_ = five_classes.bands(photo, tile=False)
+    tiled = torch.cat([scores for _, scores in bands], 1)
+    assert len(bands) > 1 and top == 0 and tiled.shape == whole.shape == (5, *size)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=0)
+    assert torch.equal(five_classes(photo, tile=True), whole.argmax(0).byte())
 
 
 def test_auto_tiling_above_the_pixel_count_and_refusal_when_the_protocol_resizes(five_classes):
@@ -140,5 +143,6 @@ def test_overlay_legend_lists_exactly_the_classes_present(five_classes):
 def test_a_path_over_the_pixel_limit_is_named(five_classes, tmp_path):
     huge = tmp_path / "huge.png"
     png_header(huge, 20000, 20000)  # 60 bytes that say 400 million pixels
-    with pytest.raises(DatasetError, match=re.escape(f"image {huge} is 20000x20000 = 400,000,000 pixels, over")):
+    with pytest.raises(DatasetError, match=re.escape(f"image {huge} is 20000x20000 = 400,000,000 pixels, over")) as err:
         five_classes(huge)
+    assert str(err.value).endswith("if you trust the file, raise the limit: max_pixels=400000000")
