@@ -70,7 +70,7 @@ def test_a_copied_checkpoint_predicts_as_eval_from_another_folder_and_through_to
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(script), str(copied), *map(str, images)], cwd=script.parent, env=env,
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     protocol = "spnet rules, sliding window 32x32 stride 22x22, image at its own size, scales 1, flip"
