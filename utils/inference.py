@@ -121,13 +121,14 @@ def infer_bands(
     ``rows(top, bottom)`` gives the normalised rows of the image, (1, 3, bottom - top, W). The windows run
     in ``infer``'s order and batches; a view's window sums and counts are kept only for the rows a later
     window still covers, and a row no later window touches is final: its scores are those ``infer`` gives,
-    bit for bit. Raises ValueError when the protocol cannot be streamed (``tiling_problem``).
+    bit for bit (mmseg's softmax over a view: within 1 ulp, its vectorised loop rounds a band's tail apart).
+    Raises ValueError when the protocol cannot be streamed (``tiling_problem``).
     """
     problem = tiling_problem(protocol, height, width)
     if problem:
         raise ValueError(problem)
     p, rules = protocol, protocol.rules
-    first = rows(0, min(1, height))
+    first = rows(0, min(1, height))  # the device and dtype the rows come in
     black = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(first)
     flips = (False, True) if p.uses_flip and rules.flips_views else (False,)
     views = [_ViewStream(model, rows, height, width, p, num_classes, black, amp_dtype, f) for f in flips]
