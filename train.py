@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from datasets import IGNORE_INDEX
+from datasets import IGNORE_INDEX, stored_class_info
+from datasets.statistics import ClassStatistics, cached_statistics, class_weights, format_weights
 from engine.data import DataPlan, build_loaders, plan_data, shut_down_workers
 from engine.inference import prepare_for_inference
 from engine.loss_guard import LossGuard
@@ -78,7 +79,7 @@ from utils.evaluation import evaluate
 from utils.fast_paths import apply_fast_paths, describe_fast_paths
 from utils.inference import AMP_DTYPES
 from utils.logging import setup_logging
-from utils.losses import SegmentationLoss
+from utils.losses import SegmentationLoss, build_criterion
 from utils.metrics import ImageCounts, format_table
 from utils.optim import build_optimizer, build_scheduler
 from utils.preemption import StopRequest, left_by_earlier_stop
@@ -86,6 +87,8 @@ from utils.protocol import Protocol
 from utils.records import save_records
 from utils.results import write_json
 from utils.visualize import confusion_picture, prediction_panel, save_png
+
+STATISTICS_FILE = "class_statistics.json"  # the training split's class statistics, for loss.class_weight auto
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,7 +157,7 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
         return 0
 
     log = start_log(cfg, d, data, work_dir, args.config, notes)
-    step, module = build_step(cfg, d, data, resume, state, log)
+    step, module, counted = build_step(cfg, d, data, resume, state, log, work_dir)
     start_iter = state["iter"] if state is not None else 0
     train_loader, val_loader = build_loaders(data, cfg.train, d, start_iter)
     protocol = cfg.eval.only() if cfg.train.eval_protocol == "config" else Protocol.whole_image()
@@ -175,6 +178,8 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             if lock.stale:
                 log.warning("%s was left locked by a run that ended without releasing it (%s)", work_dir, lock.stale)
             start_writing(work_dir, cfg, log)
+            if counted is not None:  # the next start (a resume) reads them instead of counting again
+                write_json(work_dir / STATISTICS_FILE, counted.to_dict())
             run.writer = SummaryWriter(work_dir / "tb")
         if run.milestones.owes_validation(start_iter, run.validated_iter):
             if not validate(run, module, step.amp_dtype, start_iter, stop):
@@ -278,9 +283,11 @@ class Step:
 
 
 def build_step(
-    cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger
-) -> tuple[Step, nn.Module]:
-    """The training step's parts from the config, and the plain model (checkpoints, validation).
+    cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger,
+    work_dir: Path,
+) -> tuple[Step, nn.Module, ClassStatistics | None]:  # fmt: skip
+    """The training step's parts from the config, the plain model (checkpoints, validation), and the class
+    statistics ``loss.class_weight: {auto: ...}`` counted anew (for ``train`` to write), if any.
 
     With ``state`` (the training checkpoint ``resume``) the model, optimizer, schedule and loss scale continue
     from it. Writes nothing: a config that fails a check here leaves the work dir as it was.
@@ -288,7 +295,13 @@ def build_step(
     t = cfg.train
     model = build_model(cfg, load_pretrained=state is None and not t.load_from)
     if t.load_from and state is None:
-        log.info("%s", load_model_weights(model, t.load_from))
+        classes = data.train_set.classes
+        report = load_model_weights(
+            model, t.load_from, fine_tune=True, classes=classes, class_map=t.class_map, stored_classes=stored_classes
+        )
+        log.info("%s", report)
+    elif t.class_map is not None and not t.load_from:
+        raise ValueError("train.class_map maps the classes of train.load_from: set train.load_from, or class_map=null")
     if data.accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         log.warning(
             "gradient accumulation keeps the global batch and LR, but BatchNorm statistics come from %d image(s) "
@@ -306,10 +319,8 @@ def build_step(
     if t.amp == "fp16" and d.device.type != "cuda":
         raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
     scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
-    loss = cfg.loss
-    criterion = SegmentationLoss(
-        loss.type, aux_weight=loss.aux_weight, ohem_thresh=loss.ohem_thresh, ohem_min_kept=loss.ohem_min_kept
-    )
+    class_weight, counted = class_weight_of(cfg, d, data, work_dir, log)  # after the model's checks: counting is slow
+    criterion = build_criterion(cfg.loss, cfg.model.num_classes, class_weight)
     if state is not None:
         load_state_dict_checked(model, state["model"], source=str(resume))
         optimizer.load_state_dict(state["optimizer"])
@@ -327,7 +338,35 @@ def build_step(
         model = torch.compile(model)
     step = Step(model, criterion, optimizer, scheduler, scaler, AMP_DTYPES[t.amp], memory_format, data.micro,
                 data.accum, d)  # fmt: skip
-    return step, module
+    return step, module, counted
+
+
+def class_weight_of(
+    cfg: Config, d: DistInfo, data: DataPlan, work_dir: Path, log: logging.Logger
+) -> tuple[list[float] | None, ClassStatistics | None]:
+    """``loss.class_weight`` as weights: the list as given, or ``{auto: METHOD}`` from the training split's
+    statistics (``class_statistics.json`` of the run folder when it is of this split, else counted by rank 0;
+    then returned too, for ``train`` to write once writing starts). Logged either way."""
+    spec = cfg.loss.class_weight
+    if not isinstance(spec, dict):
+        return (None if spec is None else list(spec)), None
+    stats, counted = None, False
+    if d.is_main:
+        stats, counted = cached_statistics(data.train_set, work_dir / STATISTICS_FILE)
+    stats, counted = broadcast_object((stats, counted))
+    weights = class_weights(stats, spec["auto"])
+    source = "counted" if counted else f"from {work_dir / STATISTICS_FILE}"
+    log.info(
+        "loss.class_weight %s, from the pixel frequencies of %s (%s): %s",
+        spec["auto"], cfg.data.train_split, source, format_weights(stats.classes, weights),
+    )  # fmt: skip
+    return weights, stats if counted else None
+
+
+def stored_classes(checkpoint: dict) -> tuple[str, ...] | None:
+    """The class names of a ``train.load_from`` checkpoint, from its config when it predates stored names."""
+    info = stored_class_info(checkpoint)
+    return info[0] if info else None
 
 
 def without_unused_aux_head(cfg: Config, notes: list[str]) -> Config:
@@ -356,6 +395,10 @@ class Run:
     writer: SummaryWriter | None = None
     best_miou: float = -1.0
     validated_iter: int = -1  # the newest iteration whose validation finished
+
+    def labels(self) -> dict[str, list]:
+        """What every checkpoint stores of the label set: fine-tuning maps classes by name, drawing needs colours."""
+        return {"classes": list(self.classes), "palette": [list(c) for c in self.palette]}
 
 
 # --- the training step ----------------------------------------------------------------------------
@@ -449,6 +492,7 @@ def save_checkpoint(run: Run, step: Step, module: nn.Module, iteration: int) -> 
             "best_miou": run.best_miou,
             "rng": rngs,
             "config": config_to_dict(run.cfg),
+            **run.labels(),
         }
         path = save_training_checkpoint(state, run.work_dir, iteration, run.cfg.train.keep_checkpoints)
         run.log.info("saved %s", path)
@@ -498,7 +542,7 @@ def validate(run: Run, module: nn.Module, amp_dtype: torch.dtype | None, iterati
         run.writer.add_image("val/confusion_matrix", confusion, iteration, dataformats="HWC")
         if metrics["miou"] > run.best_miou:  # best.pth first: val_metrics.json then marks the validation done
             run.best_miou = metrics["miou"]
-            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg)
+            save_best(run.work_dir, module.state_dict(), iteration, run.best_miou, run.cfg, run.labels())
         records = counts.records(run.classes, run.over_all_classes, run.protocol.slug())
         save_records(run.work_dir / "val_records.npz", records)
         write_json(run.work_dir / "val_metrics.json", {"iter": iteration, "protocol": str(run.protocol), **metrics})

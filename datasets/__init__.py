@@ -11,19 +11,24 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
+from utils.config import config_from_dict
 from utils.registry import construct, lookup
 
+from . import pascal_context
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 from .cityscapes import Cityscapes
+from .conventions import load_classes
 from .corruptions import CorruptedDataset, Corruption
 from .folder import FolderDataset, default_palette
+from .pascal_context import PascalContext
 from .transforms import eval_transforms, train_transforms
 
 DATASETS = {
     "ade20k": ADE20K,
     "cityscapes": Cityscapes,
     "folder": FolderDataset,
+    "pascal_context": PascalContext,
 }
 
 __all__ = [
@@ -34,9 +39,11 @@ __all__ = [
     "Corruption",
     "DatasetError",
     "FolderDataset",
+    "PascalContext",
     "SegmentationDataset",
     "build_dataset",
     "class_info",
+    "stored_class_info",
 ]
 
 
@@ -45,10 +52,28 @@ def class_info(cfg: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], .
     data = cfg.data
     cls = lookup(DATASETS, data.dataset, "data.dataset")
     if cls is FolderDataset:
-        classes = tuple(data.dataset_args.get("classes") or ())
-        palette = data.dataset_args.get("palette") or default_palette(len(classes))
+        classes, colors = load_classes(data.dataset_args.get("classes"), data.root)
+        palette = data.dataset_args.get("palette") or colors or default_palette(len(classes))
         return classes, tuple(tuple(c) for c in palette)
+    if cls is PascalContext:
+        return pascal_context.class_info(data.dataset_args.get("num_classes", 59))
     return cls.classes, cls.palette
+
+
+def stored_class_info(checkpoint: dict[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]] | None:
+    """(class names, palette) of a checkpoint: its ``"classes"`` and ``"palette"`` (train.py stores them), else,
+    for a checkpoint written before they were stored, those of the dataset its config names (``class_info``),
+    when they fit its class count; None when it has neither."""
+    if checkpoint.get("classes"):
+        classes = tuple(checkpoint["classes"])
+        palette = checkpoint.get("palette") or default_palette(len(classes))
+        return classes, tuple(tuple(c) for c in palette)
+    try:
+        cfg = config_from_dict(checkpoint["config"], "the checkpoint's config")
+        classes, palette = class_info(cfg)
+    except (KeyError, TypeError, ValueError):  # no config, or one today's schema no longer reads
+        return None
+    return (classes, palette) if classes and len(classes) == cfg.model.num_classes else None
 
 
 def build_dataset(cfg: Any, split: str, *, train: bool | None = None, corruption: Corruption | None = None) -> Dataset:

@@ -171,6 +171,23 @@ def read_mask(path: Path, max_pixels: int | None = None, limit_key: str = LIMIT_
     return torch.from_numpy(array)
 
 
+def read_color_mask(path: Path, max_pixels: int | None = None, limit_key: str = LIMIT_KEY) -> np.ndarray:
+    """(H, W, 3) uint8 colours of an RGB (or RGBA, alpha dropped; or palette) mask."""
+    try:
+        with _open_image(path, "mask", max_pixels, limit_key) as image:
+            mode = image.mode
+            array = np.array(image.convert("RGB")) if mode in ("RGB", "RGBA", "RGBX", "P", "PA") else None
+    except DatasetError:
+        raise
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DatasetError(f"cannot decode mask {path}: {err}. Re-download or remove the file.") from err
+    if array is None:
+        raise DatasetError(
+            f"mask {path} is a {mode} image; with mask_format: rgb, masks must be 8-bit RGB colour images"
+        )
+    return array
+
+
 def describe_values(values: Sequence[int]) -> str:
     return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} values)" if len(values) > 10 else "")
 
@@ -217,10 +234,14 @@ class SegmentationDataset(Dataset):
     def name(self, index: int) -> str:
         return self.samples[index][0].stem
 
+    def raw_mask(self, index: int, limit_key: str = LIMIT_KEY) -> torch.Tensor:
+        """(H, W) uint8 values of sample ``index``'s mask as ``lookup`` takes them (here: as stored)."""
+        return read_mask(self.samples[index][1], self.max_pixels, limit_key)
+
     def load_mask(self, index: int) -> torch.Tensor:
         """The mask of sample ``index`` in train ids, validated, without transforms."""
         path = self.samples[index][1]
-        raw = read_mask(path, self.max_pixels)
+        raw = self.raw_mask(index)
         mapped = self.lookup[raw.long()]
         if (mapped < 0).any():
             bad = torch.unique(raw[mapped < 0]).tolist()

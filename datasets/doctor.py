@@ -17,20 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from utils.registry import BuildError, construct
 
-from . import ade20k, cityscapes
+from . import ade20k, cityscapes, pascal_context
 from .base import (
     IGNORE_INDEX,
     LIMIT_KEY,
     DatasetError,
     MissingFolderError,
     SegmentationDataset,
+    _open_image,
     read_image,
-    read_mask,
 )
 
 
@@ -72,6 +73,8 @@ def _splits(name: str, root: Path) -> dict[str, int | None]:
         return splits
     if name == "ade20k":
         return dict(ade20k.OFFICIAL_COUNTS)
+    if name == "pascal_context":
+        return dict(pascal_context.OFFICIAL_COUNTS)
     return {"train": None, "val": None}
 
 
@@ -119,9 +122,13 @@ def check_dataset(
         if official and len(dataset) != official:
             report.warnings.append(f"{split}: {len(dataset)} images where the official split has {official}")
         report.lines.append(f"{split}: {count}")
+        if getattr(dataset, "layout", None):
+            report.lines.append(f"  layout: {dataset.layout}")
         has_masks = bool(dataset.samples) and dataset.samples[0][1] is not None
         label_indices = _evenly_spaced(len(dataset), max_masks) if has_masks else []
         dataset.max_pixels = max_pixels
+        if name == "folder" and label_indices:
+            _folder_convention(dataset, split, report, label_indices, args_key, limit_key)
         decoded = _evenly_spaced(len(dataset), max_images)
         mask_counts = _check_files(dataset, split, report, decoded, label_indices, limit_key)
         if mask_counts:  # none when no mask could be read: the problems above say why
@@ -161,7 +168,7 @@ def _check_files(
         if mask_path is not None:
             files += 1
             try:
-                mask = read_mask(mask_path, dataset.max_pixels, limit_key)
+                mask = dataset.raw_mask(index, limit_key)
             except DatasetError as err:
                 failures.append(str(err))
         if image is not None and mask is not None and mask.shape != image.shape[1:]:
@@ -215,6 +222,100 @@ def _check_labels(
         report.warnings.append(f"{split}: {len(absent)} classes never appear in the checked masks: {shown}")
 
 
+# Masks the convention check opens (evenly spaced among the label statistics' masks).
+CONVENTION_MASKS = 50
+# Share of the border pixels that must be 0 for 0 to look like "unlabelled" (reduce_zero_label).
+ZERO_BORDER_SHARE = 0.5
+
+
+def _folder_convention(
+    dataset: Any, split: str, report: Report, indices: list[int], args_key: str, limit_key: str
+) -> None:
+    """Say which mask convention a folder dataset's files look like, next to the configured one, and the key to set.
+
+    Reads the files as stored (not through the dataset's conversion): RGB files are colour masks
+    (``mask_format: rgb``); 0 in every mask and on most border pixels is "unlabelled"
+    (``reduce_zero_label``); values above the class count are ids of another label space (``label_map``).
+    """
+    n, ignore = len(dataset.classes), dataset.lookup
+    colors: Counter[int] = Counter()
+    values, rgb, with_zero, border_zero, border = set(), 0, 0, 0, 0
+    checked = [indices[i * len(indices) // CONVENTION_MASKS] for i in range(min(CONVENTION_MASKS, len(indices)))]
+    for index in checked:
+        try:
+            with _open_image(dataset.samples[index][1], "mask", dataset.max_pixels, limit_key) as image:
+                array = np.array(image.convert("L") if image.mode == "1" else image)
+        except (DatasetError, OSError, ValueError, SyntaxError):
+            continue  # the decoding check reports it
+        if array.ndim == 3:
+            rgb += 1
+            packed = (array[..., 0].astype(np.int32) << 16) | (array[..., 1].astype(np.int32) << 8) | array[..., 2]
+            found, counts = np.unique(packed, return_counts=True)
+            colors.update(dict(zip(found.tolist(), counts.tolist(), strict=True)))
+            continue
+        values.update(np.unique(array).tolist())
+        with_zero += bool((array == 0).any())
+        edge = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+        border_zero, border = border_zero + int((edge == 0).sum()), border + edge.size
+    key = (lambda k, v: f"{args_key} {k}={v}") if args_key.startswith("--") else (lambda k, v: f"{args_key}.{k}: {v}")
+    convention = dataset.convention
+    if rgb:
+        total = sum(colors.values())
+        shown = ", ".join(f"{list(_rgb(c))} {k / total:.1%}" for c, k in colors.most_common(8))
+        more = " ..." if len(colors) > 8 else ""
+        report.lines.append(
+            f"  mask convention: RGB colour masks ({rgb} of {len(checked)} checked, {len(colors)} colours)"
+        )
+        if convention != "rgb":
+            report.problems.append(
+                f"{split}: the masks are RGB colour images ({len(colors)} colours: {shown}{more}); "
+                f"set {key('mask_format', 'rgb')} and give every class its color: "
+                "classes: [{name: road, color: [128, 64, 128]}, ...] (colours meaning unlabelled: ignore_colors)"
+            )
+        return
+    if not checked or convention == "label_map":
+        return
+    zero_share = border_zero / border if border else 0.0
+    zero_everywhere = with_zero == len(checked)
+    above = sorted(v for v in values if v >= n and ignore[v] != 255) if convention == "class ids" else []
+    if convention == "rgb":
+        report.problems.append(f"{split}: the masks are single-channel class ids, not colours; remove mask_format: rgb")
+    elif convention == "reduce_zero_label" and not with_zero:
+        report.problems.append(
+            f"{split}: reduce_zero_label is set but none of the {len(checked)} checked masks holds 0: the masks look "
+            "0-based already, and every class would be read as the one before it; "
+            f"remove {key('reduce_zero_label', 'true')}"
+        )
+    elif above and zero_everywhere and max(above) == n:
+        report.lines.append(f"  mask convention: 0 = unlabelled, classes 1..{n} (reduce_zero_label)")
+        report.problems.append(
+            f"{split}: the masks hold values 0..{n} for {n} classes, 0 in every checked mask ({zero_share:.0%} of the "
+            "border pixels): 0 looks like 'unlabelled' and value k like class k - 1; "
+            f"set {key('reduce_zero_label', 'true')}"
+        )
+    elif above:
+        report.lines.append("  mask convention: ids outside the class list (label_map)")
+        guess = ", ".join(f"{v}: {i}" for i, v in enumerate(sorted(v for v in values if ignore[v] != 255)))
+        report.problems.append(
+            f"{split}: mask values {_ranges(above)} are above the {n} class ids: the masks hold another label space; "
+            f"map it with {key('label_map', '{raw value: train id, ...}')}, e.g. {{{guess}}} if the classes are in "
+            "that order (values left out are errors, or ignored with unlisted: ignore)"
+        )
+    elif convention == "class ids" and zero_everywhere and zero_share >= ZERO_BORDER_SHARE:
+        report.lines.append(f"  mask convention: class ids, 0 on {zero_share:.0%} of the border pixels")
+        report.warnings.append(
+            f"{split}: 0 ({dataset.classes[0]}) is in every checked mask and on {zero_share:.0%} of the border pixels, "
+            f"as an 'unlabelled' value is; if 0 means unlabelled, set {key('reduce_zero_label', 'true')} and leave "
+            "it out of classes"
+        )
+    else:
+        report.lines.append(f"  mask convention: {convention}, as configured")
+
+
+def _rgb(packed: int) -> tuple[int, int, int]:
+    return (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -259,7 +360,19 @@ def _ade20k_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -
     return None
 
 
+def _pascal_context_label_space(dataset: Any, values: list[int], counts: torch.Tensor) -> str | None:
+    # The converters write 0 (background) and 1..59, never 255; reduced copies hold 0..58 and 255.
+    if 255 in values and all(v <= 58 for v in values if v != 255):
+        return (
+            "masks look already reduced to 0..58 with 255 for background; this loader expects the converters' "
+            "files (0 = background, 1..59) and would shift every class once more. Use PyTorch-Encoding's or "
+            "MMSegmentation's masks"
+        )
+    return None
+
+
 _LABEL_SPACE: dict[str, Callable[..., str | None]] = {
     "cityscapes": _cityscapes_label_space,
     "ade20k": _ade20k_label_space,
+    "pascal_context": _pascal_context_label_space,
 }

@@ -1,7 +1,7 @@
 """Your own data: a folder of images and a folder of masks, classes listed in the config.
 
     <root>/images/<split>/**/<name>.jpg|.jpeg|.png
-    <root>/masks/<split>/**/<name>.png      single-channel class ids (mode L or P), same relative path
+    <root>/masks/<split>/**/<name>.png      same relative path; class ids (mode L or P) or colours (RGB)
 
 ```yaml
 data:
@@ -11,6 +11,9 @@ data:
     classes: [background, crop, weed]   # mask value i is class i
     ignore_value: 255                   # mask value that means "not labelled"
 ```
+
+Other mask conventions (``reduce_zero_label``, ``label_map``, ``mask_format: rgb``) are described
+in ``datasets/conventions.py`` and docs/data.md.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import IGNORE_INDEX, DatasetError, SegmentationDataset, make_lookup, pair_files, require_dir
+import torch
+
+from .base import IGNORE_INDEX, LIMIT_KEY, DatasetError, SegmentationDataset, pair_files, read_color_mask, require_dir
+from .conventions import ColorCodes, index_lookup, load_classes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIXES = (".png",)
@@ -61,29 +67,59 @@ def files_by_name(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
 
 
 class FolderDataset(SegmentationDataset):
-    """Images and masks paired by relative path without suffix; mask value i is ``classes[i]``."""
+    """Images and masks paired by relative path without suffix; masks map to train ids by one convention.
+
+    ``classes``: names (mask value i is ``classes[i]``), ``{name, color}`` entries, or a YAML file of
+    either (relative paths are looked up under ``root`` first). ``reduce_zero_label``, ``label_map``
+    / ``unlisted`` and ``mask_format: rgb`` / ``ignore_colors`` select the other conventions
+    (``datasets/conventions.py``); at most one of them.
+    """
 
     def __init__(
         self,
         root: str | Path,
         split: str = "train",
         *,
-        classes: Sequence[str] | None = None,
+        classes: Sequence[Any] | str | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         image_dir: str = "images/{split}",
         mask_dir: str = "masks/{split}",
         ignore_value: int = IGNORE_INDEX,
+        reduce_zero_label: bool = False,
+        label_map: dict[int, int] | None = None,
+        unlisted: str = "error",
+        mask_format: str = "index",
+        ignore_colors: Sequence[Sequence[int]] = (),
         transforms: Callable[..., Any] | None = None,
         allow_unpaired: bool = False,
     ) -> None:
-        if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 255:
-            got = f"{len(classes)} names" if isinstance(classes, (list, tuple)) else repr(classes)
-            raise ValueError(
-                "classes must list 1 to 255 class names, mask value i being classes[i], e.g. "
-                f"classes=[background, crop, weed]; got {got}"
+        names, colors = load_classes(classes, root)
+        if palette and colors:
+            raise ValueError("palette and class colors both give the classes' colours: keep one")
+        if mask_format not in ("index", "rgb"):
+            raise ValueError(f"mask_format must be 'index' (class ids) or 'rgb' (colour masks); got {mask_format!r}")
+        self.codes = None
+        self.convention = (
+            "rgb" if mask_format == "rgb" else "reduce_zero_label" if reduce_zero_label
+            else "label_map" if label_map is not None else "class ids"
+        )  # fmt: skip
+        if mask_format == "rgb":
+            if reduce_zero_label or label_map is not None:
+                raise ValueError("mask_format: rgb maps colours to classes; drop reduce_zero_label / label_map")
+            if colors is None:
+                raise ValueError(
+                    "mask_format: rgb needs the color of every class: "
+                    "classes: [{name: road, color: [128, 64, 128]}, ...]"
+                )
+            self.codes = ColorCodes(colors, ignore_colors)
+            lookup = index_lookup(len(names), IGNORE_INDEX)[0]  # codes: class i -> i, ignore colours -> 255
+            self.label_help = "colour masks"
+        else:
+            if ignore_colors:
+                raise ValueError("ignore_colors is for mask_format: rgb; with class-id masks set ignore_value")
+            lookup, self.label_help = index_lookup(
+                len(names), ignore_value, reduce_zero_label=reduce_zero_label, label_map=label_map, unlisted=unlisted
             )
-        if not 0 <= ignore_value <= 255 or ignore_value < len(classes):
-            raise ValueError(f"ignore_value {ignore_value} must be in {len(classes)}..255 (not a class id)")
         image_folder, mask_folder = image_dir.format(split=split), mask_dir.format(split=split)
         layout = f"  <root>/{image_folder}/<name>.jpg\n  <root>/{mask_folder}/<name>.png"
         self.root, self.split = require_dir(Path(root), layout), split
@@ -94,10 +130,15 @@ class FolderDataset(SegmentationDataset):
             raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {images_root}")
         masks = files_by_name(masks_root, MASK_SUFFIXES)
         samples = pair_files(images, masks, what=f"folder dataset {split}", allow_unpaired=allow_unpaired)
-        self.classes = tuple(classes)
-        self.palette = tuple(tuple(c) for c in palette) if palette else default_palette(len(classes))
+        self.classes = names
+        self.palette = tuple(tuple(c) for c in palette or colors or default_palette(len(names)))
         if len(self.palette) != len(self.classes):
             raise ValueError(f"palette has {len(self.palette)} colors for {len(self.classes)} classes")
-        self.label_help = f"expected class ids 0..{len(classes) - 1} and ignore_value {ignore_value}"
-        lookup = make_lookup({**{i: i for i in range(len(classes))}, ignore_value: IGNORE_INDEX})
         super().__init__(samples, lookup, transforms=transforms)
+
+    def raw_mask(self, index: int, limit_key: str = LIMIT_KEY) -> torch.Tensor:
+        """Colour masks become codes here (class i -> i, ignore colours -> 255), where the lookup starts."""
+        if self.codes is None:
+            return super().raw_mask(index, limit_key)
+        path = self.samples[index][1]
+        return self.codes.encode(read_color_mask(path, self.max_pixels, limit_key), path)

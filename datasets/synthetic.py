@@ -1,4 +1,4 @@
-"""A synthetic street world written in the real on-disk formats (Cityscapes, ADE20K, folder).
+"""A synthetic street world written in the real on-disk formats (Cityscapes, ADE20K, Pascal Context, folder).
 
 It is the embedded dataset of the demo and the data of every end-to-end test, so the real loaders
 read it. Each scene is a list of labelled polygons drawn back to front (sky, buildings, terrain,
@@ -280,7 +280,77 @@ def write_folder(out: Path, counts: dict[str, int], size: tuple[int, int], seed:
             _save_png(scene.labels(FOLDER_IDS), out / "masks" / split / f"street_{i:05d}.png")
 
 
-WRITERS = {"cityscapes": write_cityscapes, "ade20k": write_ade20k, "folder": write_folder}
+# The 5-class colour-mask export (``write_folder_rgb``): (name, colour, world classes), background first.
+FOLDER_RGB_CLASSES = (
+    ("background", (0, 0, 0), ()),  # everything else: buildings, walls, fences, terrain, sky, the ego vehicle
+    ("road", (128, 64, 128), ("road",)),
+    ("sidewalk", (244, 35, 232), ("sidewalk",)),
+    ("car", (0, 0, 142), ("car",)),
+    ("vegetation", (107, 142, 35), ("vegetation",)),
+    ("thin structure", (220, 220, 0), ("pole", "traffic sign")),
+)
+
+
+def write_folder_rgb(out: Path, counts: dict[str, int], size: tuple[int, int], seed: int = 0) -> None:
+    """The folder layout with RGB colour masks of 6 classes (``FOLDER_RGB_CLASSES``) and ``classes.yaml``
+    naming each class's colour: the input of a fine-tuning walk-through (``mask_format: rgb``)."""
+    code = {world: i for i, (_, _, worlds) in enumerate(FOLDER_RGB_CLASSES) for world in worlds}
+    values = {name: code.get(name, 0) for name in (*CLASSES, *VOID)}
+    palette = np.array([color for _, color, _ in FOLDER_RGB_CLASSES], np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = [{"name": name, "color": list(color)} for name, color, _ in FOLDER_RGB_CLASSES]
+    (out / "classes.yaml").write_text("".join(f"- {json.dumps(c)}\n" for c in classes))  # JSON lines are YAML
+    for split_index, (split, count) in enumerate(counts.items()):
+        for i in _progress(range(count), f"folder-rgb {split}"):
+            scene = make_scene([seed, split_index, i], *size)
+            image_path = out / "images" / split / f"street_{i:05d}.jpg"
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(scene.image).save(image_path, quality=95)
+            _save_png(palette[scene.labels(values)], out / "masks" / split / f"street_{i:05d}.png")
+
+
+# The Pascal Context class (by name; its file value is the index in CLASSES_60) of each world class;
+# poles have no Pascal Context class and the ego vehicle is void: both background (0).
+PASCAL_CONTEXT_NAMES = {
+    "road": "road", "sidewalk": "sidewalk", "building": "building", "wall": "wall", "fence": "fence",
+    "pole": "background", "traffic sign": "sign", "vegetation": "tree", "terrain": "grass", "sky": "sky",
+    "car": "car", "ego vehicle": "background",
+}  # fmt: skip
+
+
+def write_pascal_context(out: Path, counts: dict[str, int], size: tuple[int, int], seed: int = 0) -> None:
+    """VOCdevkit/VOC2010 with JPEGImages and the masks in both layouts: PyTorch-Encoding's {split}.pth and
+    MMSegmentation's SegmentationClassContext/*.png + ImageSets/SegmentationContext/{split}.txt (0..59, 0 = background).
+    """
+    from .pascal_context import CLASSES_60
+
+    values = {name: CLASSES_60.index(context) for name, context in PASCAL_CONTEXT_NAMES.items()}
+    root = out / "VOCdevkit" / "VOC2010"
+    for split_index, (split, count) in enumerate(counts.items()):
+        names, masks = [], {}
+        for i in _progress(range(count), f"pascal_context {split}"):
+            scene = make_scene([seed, split_index, i], *size)
+            name = f"{2008 + split_index}_{i:06d}"  # VOC names; PyTorch-Encoding's key is the name's digits
+            image_path = root / "JPEGImages" / f"{name}.jpg"
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(scene.image).save(image_path, quality=95)
+            labels = scene.labels(values)
+            _save_png(labels, root / "SegmentationClassContext" / f"{name}.png")
+            names.append(name)
+            masks[int(name.replace("_", ""))] = Image.fromarray(labels)
+        listing = root / "ImageSets" / "SegmentationContext" / f"{split}.txt"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{n}\n" for n in names))
+        torch.save(masks, root / f"{split}.pth")
+
+
+WRITERS = {
+    "cityscapes": write_cityscapes,
+    "ade20k": write_ade20k,
+    "folder": write_folder,
+    "folder-rgb": write_folder_rgb,
+    "pascal_context": write_pascal_context,
+}
 
 
 def _progress(iterable, description: str):

@@ -23,6 +23,7 @@ from engine.paper_results import (
     CITYSCAPES_TEST_OTHERS,
     CITYSCAPES_TEST_R101,
     NOT_RECORDED,
+    PASCAL_CONTEXT,
     PaperResult,
 )
 from utils import comparison
@@ -103,6 +104,19 @@ TABLES: dict[str, Table] = {
         note="Test labels are not public: eval.py writes the submission (--save-pred); upload it to "
         'cityscapes-dataset.com and add the server\'s mIoU to the result JSON as "server_miou" (a fraction).',
         context=CITYSCAPES_TEST_OTHERS,
+    ),
+    "pascal_context": Table(
+        "Pascal Context val (5105 images; 59 classes, background ignored): SPNet",
+        (
+            Row("SPNet R50", "configs/pascal_context/spnet_r50.yaml", paper_note="not in the paper"),
+            Row("SPNet R101", "configs/pascal_context/spnet_r101.yaml", PASCAL_CONTEXT),
+        ),
+        (480, 480),
+        tuple(MULTI_SCALE),
+        note="54.5 is not read in the paper: benchmark listings give it, under both 'Pascal Context' and "
+        "'PASCAL-Context 60 classes' (its 'test' is these 5105 val images, the usual test set); which class count "
+        "it used is not recorded. The configs train and test with PyTorch-Encoding's pcontext recipe (59 classes, "
+        "the paper's code base); data.dataset_args.num_classes=60 model.num_classes=60 counts background as a class.",
     ),
     "compare_heads": Table(
         "ADE20K val, ResNet-50 with SPM: the head changed, nothing else (configs/ade20k/compare)",

@@ -141,7 +141,10 @@ def start_writing(work_dir: Path, cfg: Any, log: logging.Logger) -> None:
     save_config(cfg, work_dir / "config.yaml")
 
 
-def save_best(work_dir: Path, model_state: dict, iteration: int, miou: float, cfg: Any) -> None:
-    """``best.pth``: the weights of the best validation so far, with their iteration, mIoU and config."""
-    best = {"model": model_state, "iter": iteration, "miou": miou, "config": config_to_dict(cfg)}
+def save_best(
+    work_dir: Path, model_state: dict, iteration: int, miou: float, cfg: Any, labels: dict[str, Any] | None = None
+) -> None:
+    """``best.pth``: the weights of the best validation so far, with their iteration, mIoU and config, and
+    ``labels`` (train.py: the ``"classes"`` and ``"palette"`` the model predicts)."""
+    best = {"model": model_state, "iter": iteration, "miou": miou, "config": config_to_dict(cfg), **(labels or {})}
     save_atomic(best, work_dir / "best.pth")

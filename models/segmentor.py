@@ -39,6 +39,16 @@ class SegmentationModel(nn.Module):
             outputs["aux"] = _upsample(self._run(self.aux_head, _select(features, self.aux_head)), size)
         return outputs
 
+    def classifier_layers(self) -> dict[str, nn.Module]:
+        """The final conv of each head (one output channel per class), by state-dict prefix, as each head
+        names it (``classifier_layer``): ``{"head.classifier": ..., "aux_head.classifier": ...}``."""
+        heads = {"head": self.head, "aux_head": self.aux_head}
+        return {
+            f"{name}.{head.classifier_layer}": head.get_submodule(head.classifier_layer)
+            for name, head in heads.items()
+            if head is not None
+        }
+
     def _run(self, head: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
         if self.checkpoint_heads and should_recompute(self):
             return recomputed(head, features)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,7 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)
     config: dict[str, Any] | None = None  # the config a training checkpoint was written with (train.seed, ...)
     iteration: int | None = None  # the training iteration it holds
+    classifiers: str | None = None  # fine-tuning into other classes: which rows were copied, which re-initialised
 
     def __str__(self) -> str:
         digest = f" (sha256 {self.sha256})" if self.sha256 else ""
@@ -96,6 +97,8 @@ class LoadReport:
             lines.append(f"  not initialised by the file (kept their own initialisation): {count} tensors in {modules}")
         if self.dropped:
             lines.append(f"  ignored from the file (allowed): {_summarise(self.dropped)}")
+        if self.classifiers:
+            lines.append(f"  {self.classifiers}")
         return "\n".join(lines)
 
 
@@ -323,22 +326,130 @@ def _torchvision_state_dict(name: str) -> tuple[Any, str]:
     return read_checkpoint(file, f"torchvision weights file for {name}"), sha256
 
 
-def load_model_weights(model: nn.Module, source: str | Path) -> LoadReport:
-    """Load a full-model checkpoint (ours, or converted by ``scripts/convert_checkpoint.py``), strictly."""
+def load_model_weights(
+    model: nn.Module,
+    source: str | Path,
+    *,
+    fine_tune: bool = False,
+    classes: Sequence[str] | None = None,
+    class_map: str | Mapping[str | int, str | int] | None = None,
+    stored_classes: Callable[[dict], Sequence[str] | None] = lambda checkpoint: None,
+) -> LoadReport:
+    """Load a full-model checkpoint (ours, or converted by ``scripts/convert_checkpoint.py``), strictly.
+
+    ``fine_tune`` (``train.load_from`` only; evaluation never): when the classifiers
+    (``model.classifier_layers()``) have another class count than the file's, or ``class_map`` is
+    given, they start from the model's own initialisation and ``class_map`` (``resolve_class_map``)
+    copies the matching rows (weights and bias) from the file; everything else still loads strictly.
+    ``classes``: the model's class names; the file's are its ``"classes"``, else
+    ``stored_classes(checkpoint)`` (e.g. from its config).
+    """
     obj = read_checkpoint(source, "model checkpoint")
     if isinstance(obj, dict) and "backbone" in obj and "model" not in obj:
         raise IncompatibleWeightsError(
             f"{source} holds backbone weights only; use it as model.backbone.pretrained, not as a model checkpoint"
         )
     state_dict = unwrap_state_dict(obj)
+    meta = obj if isinstance(obj, dict) else {}
 
     def describe() -> str:
-        saved = obj.get("config", {}).get("model") if isinstance(obj, dict) else None
+        saved = meta.get("config", {}).get("model")
         return f"  the checkpoint was written for: {saved}" if saved else "  (the checkpoint records no config)"
 
+    classifiers = None
+    if fine_tune:
+        old_classes = meta.get("classes") or stored_classes(meta)
+        state_dict, classifiers = fit_classifiers(model, state_dict, classes, old_classes, class_map, str(source))
     load_state_dict_checked(model, state_dict, source=str(source), describe=describe)
-    meta = obj if isinstance(obj, dict) else {}
     config, iteration = meta.get("config"), meta.get("iter")
     return LoadReport(
-        str(source), file_digests(source)["sha256"], loaded=list(state_dict), config=config, iteration=iteration
+        str(source), file_digests(source)["sha256"], loaded=list(state_dict), config=config, iteration=iteration,
+        classifiers=classifiers,
+    )  # fmt: skip
+
+
+def fit_classifiers(
+    model: nn.Module,
+    state_dict: StateDict,
+    classes: Sequence[str] | None,
+    old_classes: Sequence[str] | None,
+    class_map: str | Mapping[str | int, str | int] | None,
+    source: str,
+) -> tuple[StateDict, str | None]:
+    """``state_dict`` with the classifiers' tensors replaced by the model's own, with the rows ``class_map``
+    matches copied from the file; and the report line. Unchanged (and None) when the class counts agree
+    and no map is given. Tensors that differ in more than the class count are left for the strict check."""
+    layers = model.classifier_layers() if hasattr(model, "classifier_layers") else {}
+    own = model.state_dict()
+    keys = [f"{layer}.{part}" for layer in layers for part in ("weight", "bias") if f"{layer}.{part}" in own]
+    fits = [k for k in keys if k in state_dict and state_dict[k].shape[1:] == own[k].shape[1:]]
+    resized = [k for k in fits if state_dict[k].shape[0] != own[k].shape[0]]
+    if not fits or (not resized and class_map is None):
+        return state_dict, None
+    old_count, new_count = state_dict[fits[0]].shape[0], own[fits[0]].shape[0]
+    mapping = {}
+    if class_map is not None:
+        mapping = resolve_class_map(class_map, classes, old_classes, new_count, old_count, source)
+    fitted = dict(state_dict)
+    for key in fits:
+        tensor = own[key].detach().clone()  # the model's initialisation for the rows without a match
+        for new, old in mapping.items():
+            tensor[new] = state_dict[key][old]
+        fitted[key] = tensor
+
+    def name(i: int, names: Sequence[str] | None) -> str:
+        return names[i] if names is not None and i < len(names) else f"class {i}"
+
+    copied = [
+        name(n, classes) + ("" if name(n, classes) == name(o, old_classes) else f" <- {name(o, old_classes)}")
+        for n, o in sorted(mapping.items())
+    ]
+    fresh = [name(i, classes) for i in range(new_count) if i not in mapping]
+    hint = "" if class_map is not None else " (train.class_map copies the rows of matching classes)"
+    line = (
+        f"classifier {old_count} -> {new_count} classes ({', '.join(layers)}): rows copied for "
+        f"{', '.join(copied) or 'none'}; re-initialised: {', '.join(fresh) or 'none'}{hint}"
     )
+    return fitted, line
+
+
+def resolve_class_map(
+    class_map: str | Mapping[str | int, str | int],
+    classes: Sequence[str] | None,
+    old_classes: Sequence[str] | None,
+    new_count: int,
+    old_count: int,
+    source: str,
+) -> dict[int, int]:
+    """``train.class_map`` as {new class id: checkpoint class id}. ``by_name``: the classes of the same name;
+    a table ``{new class: checkpoint class}`` by names or ids. A class that its side does not have, or
+    ``by_name`` without the checkpoint's class names, is a ``ValueError`` with the fix."""
+    if class_map == "by_name":
+        if old_classes is None:
+            raise ValueError(
+                f"train.class_map=by_name: {source} stores no class names (it predates them) and its config names no "
+                "dataset whose classes are known; give an explicit table, train.class_map={new class: checkpoint "
+                "class} (names or ids)"
+            )
+        if classes is None:
+            raise ValueError("train.class_map=by_name needs the class names of the dataset being trained")
+        return {i: list(old_classes).index(c) for i, c in enumerate(classes) if c in old_classes}
+    if not isinstance(class_map, Mapping):
+        raise ValueError(
+            f"train.class_map = {class_map!r} must be by_name or a table {{new class: checkpoint class}} (names or ids)"
+        )
+    sides = {
+        "new": (classes, new_count, "a class of the dataset being trained"),
+        "old": (old_classes, old_count, f"a class of the checkpoint {source}"),
+    }
+
+    def index(value: str | int, side: str) -> int:
+        names, count, what = sides[side]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count:
+            return value
+        if isinstance(value, str) and names is not None and value in names:
+            return list(names).index(value)
+        known = f"its classes: {', '.join(names)}" if names is not None else f"no names known: use ids 0-{count - 1}"
+        raise ValueError(f"train.class_map: {value!r} is not {what} ({known}); fix the table's entry")
+
+    return {index(new, "new"): index(old, "old") for new, old in class_map.items()}

@@ -11,6 +11,10 @@ invalid mask values (naming the files), and the pixel share of every class. ``--
 decodes N evenly spaced samples per split instead of all, for a quick look. Images larger than
 Pillow's guard against decompression bombs (178,956,970 pixels) are problems; ``--max-pixels N``
 sets another limit (train.py and eval.py take it from ``data.max_image_pixels``).
+
+``--stats [PATH]`` also prints the pixel and image frequency of every class of a split
+(``--stats-split``, default train) and writes them as JSON to PATH, by default
+``<root>/class_statistics_<split>.json`` (what ``loss.class_weight: {auto: ...}`` is computed from).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import yaml
 import _root  # noqa: F401  (puts the repository root on sys.path)
 from datasets import DATASETS
 from datasets.doctor import check_dataset
+from datasets.statistics import split_statistics
 from utils.cli import ArgumentParser, add_debug_flag, run
+from utils.results import write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="larger images and masks are problems (default: Pillow's decompression-bomb limit, 178,956,970)",
     )
+    parser.add_argument(
+        "--stats", nargs="?", const="", metavar="PATH", help="print per-class pixel and image frequencies and write "
+        "them as JSON to PATH (default <root>/class_statistics_<split>.json)",
+    )  # fmt: skip
+    parser.add_argument("--stats-split", default="train", help="the split --stats counts (default train)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     for flag, value in (("--max-images", args.max_images), ("--max-pixels", args.max_pixels)):
@@ -72,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         limit_key="--max-pixels",
     )
     print(report)
+    if args.stats is not None:
+        stats = split_statistics(args.dataset, args.root, args.stats_split, args.dataset_args, "--arg")
+        path = Path(args.stats or args.root / f"class_statistics_{args.stats_split}.json")
+        write_json(
+            path, {"dataset": args.dataset, "root": str(args.root), "split": args.stats_split, **stats.to_dict()}
+        )
+        print(f"class statistics of {args.stats_split} (written to {path}):\n{stats}")
     return 0 if report.ok else 1
 
 

@@ -3,6 +3,8 @@
     python scripts/make_synthetic.py --format cityscapes --out data/synthetic_cityscapes
     python scripts/make_synthetic.py --format ade20k --out data/synthetic_ade --train 100 --val 20 --size 256 256
     python scripts/make_synthetic.py --format folder --out data/synthetic_folder
+    python scripts/make_synthetic.py --format folder-rgb --out data/synthetic_folder_rgb   # 6 classes, colour masks
+    python scripts/make_synthetic.py --format pascal_context --out data/synthetic_pcontext --train 20 --val 10
 
 The same arguments always write the same files (every image is seeded by --seed, split and index).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import yaml
 
 import _root  # noqa: F401  (puts the repository root on sys.path)
-from datasets.synthetic import CLASSES, WRITERS
+from datasets.synthetic import CLASSES, FOLDER_RGB_CLASSES, WRITERS
 from utils.cli import ArgumentParser, add_debug_flag, run
 
 
@@ -54,6 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {sum(counts.values())} {height}x{width} images ({args.format}) to {args.out} in {seconds:.1f} s")
     if args.format == "folder":
         print(f"train on it: python train.py --config configs/custom_folder.yaml {folder_overrides(args.out)}")
+    if args.format == "folder-rgb":
+        overrides = [f"data.root={args.out}", "data.dataset_args={classes: classes.yaml, mask_format: rgb}"]
+        overrides.append(f"model.num_classes={len(FOLDER_RGB_CLASSES)}")
+        print(f"train on it: python train.py --config configs/custom_folder.yaml {shlex.join(overrides)}")
+    if args.format == "pascal_context":
+        print(f"check it: python scripts/check_dataset.py --dataset pascal_context --root {shlex.quote(str(args.out))}")
 
 
 def folder_overrides(root: Path) -> str:

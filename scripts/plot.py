@@ -7,7 +7,8 @@
 ``curves``: training loss, learning rate and validation mIoU against the iteration, read from each
 run's TensorBoard events, several runs overlaid (labelled by their folder, or ``--labels``).
 ``confusion``: the confusion matrix of an ``eval.py`` result, rows normalised (where each class's
-pixels went), from the per-image records eval.py writes beside its JSON.
+pixels went), from the per-image records eval.py writes beside its JSON; several results joined by
+commas (the seeds of one row, as ``compare_runs.py`` takes them) are drawn as their summed matrix.
 ``classes``: per-class IoU of several ``eval.py`` results side by side, with bootstrap confidence
 intervals over images (``--level``; as ``scripts/compare_runs.py`` computes them).
 
@@ -24,7 +25,6 @@ import _root  # noqa: F401  (puts the repository root on sys.path)
 from utils.cli import ArgumentParser, add_debug_flag, run
 from utils.comparison import compare, load_rows, record_files
 from utils.plots import class_iou_bars, read_curves, training_curves
-from utils.records import load_records
 from utils.visualize import confusion_picture, save_png
 
 
@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     curves = commands.add_parser("curves", help="loss, LR and validation mIoU of train.py runs")
     curves.add_argument("runs", nargs="+", type=Path, help="train.py work dirs")
     confusion = commands.add_parser("confusion", help="the confusion matrix of an eval.py result")
-    confusion.add_argument("result", help="an eval.py results JSON (its records beside it) or a records .npz")
+    confusion.add_argument(
+        "result", help="an eval.py results JSON (its records beside it), a records .npz, or comma-joined seeds"
+    )
     classes = commands.add_parser("classes", help="per-class IoU of eval.py results, with intervals")
     classes.add_argument("runs", nargs="+", help="results JSON / records .npz / comma-joined seeds, as compare_runs")
     classes.add_argument("--level", type=float, default=0.95, help="of the intervals (default: 0.95)")
@@ -57,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         labels = args.labels or [path.resolve().name for path in args.runs]
         picture = training_curves({label: read_curves(path) for label, path in zip(labels, args.runs)})
     elif args.command == "confusion":
-        (path,) = record_files(args.result)
-        records = load_records(path)
-        if records.confusion is None:
-            raise ValueError(f"{path}: records without the confusion matrix (an older eval.py); evaluate again")
-        picture = confusion_picture(records.confusion, records.classes, f"{path.name}: {len(records.names)} images")
+        (row,) = load_rows([args.result])
+        for path, records in zip(record_files(args.result), row.seeds):
+            if records.confusion is None:
+                raise ValueError(f"{path}: records without the confusion matrix (an older eval.py); evaluate again")
+        matrix = sum(records.confusion for records in row.seeds)
+        images = len(row.seeds[0].names)
+        seeds = f", {len(row.seeds)} runs summed" if len(row.seeds) > 1 else ""
+        picture = confusion_picture(matrix, row.seeds[0].classes, f"{row.label}: {images} images{seeds}")
     else:
         rows = load_rows(args.runs, args.labels)
         result = compare(rows, level=args.level, samples=args.samples, seed=args.seed, per_class=True)

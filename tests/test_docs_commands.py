@@ -40,6 +40,8 @@ MODULES = {  # script -> module with parse_args
     "scripts/run_study.py": "scripts.run_study",
     "scripts/compare_runs.py": "scripts.compare_runs",
     "scripts/receptive_field.py": "scripts.receptive_field",
+    "scripts/export.py": "scripts.export",
+    "scripts/benchmark_deploy.py": "scripts.benchmark_deploy",
 }
 SLURM_SCRIPT = "scripts/slurm_train.sh"  # sbatch [options] scripts/slurm_train.sh CONFIG [key=value ...]
 LAUNCHERS = ("python", "torchrun", "sbatch")

@@ -101,7 +101,8 @@ def test_listing_the_tables_imports_no_torch():
     ).stdout.splitlines()
     assert lines[-1] == "torch imported: False"
     assert [line.split()[0] for line in lines[:-1]] == [
-        "ade20k_ablation", "ade20k_val", "cityscapes_test", "compare_heads", "compare_attention", "synthetic_ablation",
+        "ade20k_ablation", "ade20k_val", "cityscapes_test", "pascal_context", "compare_heads", "compare_attention",
+        "synthetic_ablation",
     ]  # fmt: skip
 
 

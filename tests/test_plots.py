@@ -89,7 +89,11 @@ def test_the_confusion_matrix_of_an_evaluation_is_the_one_its_records_hold(tmp_p
     (tmp_path / "eval_val_x.json").write_text("{}")
     out = tmp_path / "confusion.png"
     assert plot.main(["confusion", str(tmp_path / "eval_val_x.json"), "--out", str(out)]) == 0
-    expected = confusion_picture(matrix, ("road", "car", "sky"), "eval_val_x.records.npz: 6 images")
+    expected = confusion_picture(matrix, ("road", "car", "sky"), "eval_val_x: 6 images")
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
+    second, other = _records(tmp_path, "eval_val_y", 1)  # seeds of one row, joined by a comma: their sum
+    assert plot.main(["confusion", f"{path},{second}", "--out", str(out)]) == 0
+    expected = confusion_picture(matrix + other, ("road", "car", "sky"), "eval_val_x: 6 images, 2 runs summed")
     assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
     old, _ = _records(tmp_path, "old", 0, confusion=False)
     with pytest.raises(ValueError, match=r"old.records.npz: records without the confusion matrix"):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from .losses import parse_terms
 from .protocol import Protocol
 from .results import atomic_write
 from .schema import ConfigError, NamedArgs, bounded, build, field_value, is_switch, merge, set_dotted, to_plain
@@ -113,14 +114,43 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """``utils/losses.py``: cross-entropy with ignore (255), or OHEM, plus the weighted aux loss."""
+    """``utils/losses.py``: the main loss (``type``, or a weighted sum of ``terms``) plus the weighted aux loss."""
 
-    type: Literal["ce", "ohem"] = "ce"
-    aux_weight: float = bounded(0.4, min=0)
+    type: Literal["ce", "ohem"] = "ce"  # the main loss when ``terms`` is null
+    # weighted sum of losses, e.g. [{name: ce, weight: 1.0}, {name: dice, weight: 0.5}]; names: ce, ohem,
+    # focal (option gamma: 2.0), dice (option smooth: 1.0), lovasz. null: ``type`` alone
+    terms: tuple[dict[str, Any], ...] | None = None
+    aux_weight: float = bounded(0.4, min=0)  # the aux output's loss (the same terms, ohem as ce) x this
+    # one weight per class, or {auto: median_frequency | inverse_sqrt | enet_log} from the training split's
+    # pixel frequencies (datasets/statistics.py); null: all 1. Also the alpha of the focal loss
+    class_weight: tuple[float, ...] | dict[str, str] | None = None
     ohem_thresh: float = bounded(
         0.7, above=0, max=1
     )  # OHEM: keep pixels whose true-class probability is below this ...
     ohem_min_kept: int = bounded(100_000, min=0)  # ... and at least this many hardest pixels per micro-batch
+
+    @classmethod
+    def check_fields(cls, values: dict[str, Any], prefix: str, source: str) -> None:
+        """The terms and the class-weight method are checked at load, with the key that is wrong."""
+        terms, weight = values["terms"], values["class_weight"]
+        if terms is not None:
+            try:
+                parse_terms(terms, f"{prefix}terms")
+            except ValueError as err:
+                raise ConfigError(f"{source}: {err}") from None
+            if values["type"] != "ce":
+                raise ConfigError(
+                    f"{source}: {prefix}type = {values['type']!r} and {prefix}terms are both set; put "
+                    f"{{name: {values['type']}}} in {prefix}terms and leave {prefix}type at ce"
+                )
+        if isinstance(weight, dict) and (list(weight) != ["auto"] or weight["auto"] not in BALANCING):
+            raise ConfigError(
+                f"{source}: {prefix}class_weight = {weight!r} must be a list of weights, one per class, or "
+                f"{{auto: METHOD}} with METHOD one of {list(BALANCING)}"
+            )
+
+
+BALANCING = ("median_frequency", "inverse_sqrt", "enet_log")  # datasets/statistics.py: class_weights
 
 
 @dataclass(frozen=True)
@@ -152,6 +182,9 @@ class TrainConfig:
     per_device_batch: int | None = bounded(None, min=1)  # images per forward pass; null: batch_size / processes
     work_dir: str | None = None  # null: work_dirs/<config path under configs/ without .yaml>
     load_from: str | None = None  # start from these full-model weights (e.g. a converted official SPNet)
+    # fine-tuning into other classes: "by_name" or {new class: old class} (names or ids) copies the matching
+    # classifier rows of load_from; null: classifiers of another class count start fresh (docs/training.md)
+    class_map: str | dict[str | int, str | int] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = bounded(4, min=0)  # DataLoader workers per process, in training and in eval.py
     seed: int = 0

@@ -38,6 +38,10 @@ def resolve_width(width: int | float, in_channels: int, name: str) -> int:
 class ContextHead(nn.Module):
     """``classifier(dropout(low_level?(bottleneck(cat?[x, post(context(reduce(x)))]))))``, parts optional.
 
+    ``classifier_layer`` names the final conv, one output channel per class: fine-tuning into other
+    classes re-initialises it (or copies its rows) and loads everything else strictly
+    (``models/weights.py``). A head of another form names its own.
+
     ``in_channels`` are the channels of every backbone stage (``backbone.out_channels``); the head
     takes stage ``in_stage`` (1-based) and, with ``low_level``, also ``low_level_stage``: its
     ``in_stages`` attribute tells the segmentor which features to pass, in this order. Every
@@ -60,6 +64,8 @@ class ContextHead(nn.Module):
             stage's resolution.
         dropout: Dropout2d probability before the classifier.
     """
+
+    classifier_layer = "classifier"
 
     def __init__(
         self,

@@ -19,7 +19,8 @@ Builders pass ``norm_layer`` to the classes whose signature has it. Not in a tab
 ``BlazeBlock`` (no dilation, a poor fit for a dilated ResNet), and the deploy-time
 ``fold_model`` / ``fold_conv_bn`` (``conv_bn_folding.py``, used by ``eval.py --fuse``), and
 ``StripConv`` (``strip_conv.py``), the strip convs of SPM and MPM with their CPU fast path, and
-``pool_strips`` / ``broadcast_strips`` (``strips.py``), their pooling and broadcasting, likewise.
+``pool_strips`` / ``broadcast_strips`` (``strips.py``), their pooling and broadcasting, likewise,
+and ``adaptive_pool.py``, the export form of the MPM's and PPM's pooling grids (engine/export.py).
 """
 
 from __future__ import annotations

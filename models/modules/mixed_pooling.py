@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
+from .adaptive_pool import adaptive_avg_pool2d
 from .strip_conv import StripConv
 from .strips import broadcast_strips, pool_strips
 
@@ -29,10 +30,12 @@ class MixedPooling(nn.Module):
       width-pooled (H x 1) strip, broadcast back to H x W; ReLU of the sum; 3x3 conv.
     - ``y = relu(x + norm(conv1x1(cat[short, long])))``.
 
-    ``fast_pool`` switches the strip pooling's fast path for channels_last CPU maps (``strips.py``).
+    ``fast_pool`` switches the strip pooling's fast path for channels_last CPU maps (``strips.py``);
+    ``exportable_pool`` the square grids' pooling to its export form (``adaptive_pool.py``).
     """
 
     fast_pool: bool = True
+    exportable_pool: bool = False
 
     def __init__(
         self,
@@ -74,7 +77,7 @@ class MixedPooling(nn.Module):
 
         short = self.short_local(a)
         for size, conv in zip(self.pool_sizes, self.short_pools):
-            pooled = conv(F.adaptive_avg_pool2d(a, size))  # (B, Ci, size, size)
+            pooled = conv(adaptive_avg_pool2d(a, size, self.exportable_pool))  # (B, Ci, size, size)
             short = short + F.interpolate(pooled, (h, w), mode="bilinear", align_corners=True)
         short = self.fuse_short(torch.relu(short))
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
+from .adaptive_pool import adaptive_avg_pool2d
+
 
 class PyramidPooling(nn.Module):
     """Appends to x one context map per bin: average pool to bin x bin, 1x1 conv + norm + ReLU, upsample.
@@ -23,7 +25,10 @@ class PyramidPooling(nn.Module):
     The 1x1 bin is global context; finer bins keep coarse layout. ``out_channels = C + len(bins) * Ci``
     with ``Ci = max(1, C // reduction)``, i.e. 2C for the defaults. On maps smaller than a bin the
     adaptive pool replicates values, which is harmless. ``norm_layer=None`` gives biased convs + ReLU.
+    ``exportable_pool`` switches the pooling to its export form (``adaptive_pool.py``).
     """
+
+    exportable_pool: bool = False
 
     def __init__(
         self,
@@ -50,6 +55,6 @@ class PyramidPooling(nn.Module):
         h, w = x.shape[-2:]
         out = [x]
         for size, level in zip(self.bins, self.levels):
-            pooled = level(F.adaptive_avg_pool2d(x, size))  # (N, Ci, bin, bin)
+            pooled = level(adaptive_avg_pool2d(x, size, self.exportable_pool))  # (N, Ci, bin, bin)
             out.append(F.interpolate(pooled, (h, w), mode="bilinear", align_corners=True))  # (N, Ci, H, W)
         return torch.cat(out, dim=1)  # (N, C + len(bins) * Ci, H, W)
