@@ -1,4 +1,5 @@
-"""Segment any images: writes <name>.png (train ids) and <name>_color.png (palette over the image).
+"""Segment any images: writes <name>.png (train ids), <name>_color.png (palette over the image, a legend of
+the classes present beneath) and, with --save-probs, <name>_probs.npy (class probabilities, float16 C x H x W).
 
     python scripts/predict.py --config configs/demo.yaml --checkpoint work_dirs/demo/best.pth \\
         --input data/synthetic_cityscapes/leftImg8bit/val --output predictions/
@@ -10,31 +11,31 @@ recursively for .jpg, .jpeg and .png (not under --output, when it lies inside --
 predictions). The output mirrors the input's subfolders, so images that share a name in different
 folders never overwrite each other; an output that would replace an input is refused, and a symbolic
 link at an output path is replaced by the file, never written through. Images over Pillow's
-decompression-bomb limit (178,956,970 pixels) are refused; --max-pixels sets another limit.
+decompression-bomb limit (178,956,970 pixels) are refused; --max-pixels sets another limit. Images over
+--tile-above pixels run in bands of windows, in memory bounded by their width (--tile / --no-tile: always
+/ never); the predictions are the same (docs/inference.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
 from tqdm import tqdm
 
 import _root  # noqa: F401  (puts the repository root on sys.path)
-from datasets import class_info
 from datasets.base import read_image
 from datasets.folder import IMAGE_SUFFIXES
-from datasets.transforms import eval_transforms
-from engine.inference import load_for_inference
+from engine.segmenter import TILE_ABOVE, Segmenter, to_probabilities
 from utils.cli import ArgumentParser, add_debug_flag, add_protocol_flags, apply_protocol_flags, check_writable, run
 from utils.config import load_config
-from utils.fast_paths import inference_context
-from utils.inference import AMP_DTYPES, infer
-from utils.visualize import colorize, save_png
+from utils.inference import tiling_problem
+from utils.results import atomic_npy
+from utils.visualize import overlay_picture, save_png
 
 
 def find_images(path: Path, output: Path | None = None) -> list[Path]:
@@ -97,6 +98,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
+        "--tile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the sliding window in bands, in memory bounded by the image's width (default: above "
+        "--tile-above pixels, when the protocol allows it: one scale, the image at its own size)",
+    )
+    parser.add_argument(
+        "--tile-above", type=int, default=TILE_ABOVE, help="pixels above which images are tiled (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--save-probs",
+        action="store_true",
+        help="also write <name>_probs.npy: class probabilities, float16 (C, H, W), summing to 1 per pixel",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=int,
         default=None,
@@ -108,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha {args.alpha:g}: must be between 0 (the image only) and 1 (the colours only)")
+    if args.tile_above < 1:
+        raise ValueError(f"--tile-above {args.tile_above}: must be at least 1 (pixels)")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels {args.max_pixels}: must be at least 1")
     return args
@@ -128,6 +146,22 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
+def predict(segmenter: Segmenter, image: torch.Tensor, tile: bool | None, probs_path: Path | None) -> np.ndarray:
+    """Class ids (H, W) uint8 of ``image``, band by band; their probabilities written to ``probs_path`` as
+    the bands come (a float16 .npy memory map: the whole array is never held)."""
+    height, width = image.shape[-2:]
+    ids = np.empty((height, width), np.uint8)
+    with contextlib.ExitStack() as stack:
+        shape = (segmenter.num_classes, height, width)
+        probs = stack.enter_context(atomic_npy(probs_path, shape, np.float16)) if probs_path else None
+        for top, scores in segmenter.bands(image, tile):
+            rows = slice(top, top + scores.shape[1])
+            ids[rows] = scores.argmax(0).to(torch.uint8).cpu().numpy()
+            if probs is not None:
+                probs[:, rows] = to_probabilities(scores).half().cpu().numpy()
+    return ids
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = apply_protocol_flags(load_config(args.config, args.overrides), args)
@@ -141,25 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     images = find_images(args.input, args.output)
     outputs = output_paths(images, args.input, args.output)
     check_writable(args.output, "--output")
-    _, palette = class_info(cfg)
-    prepared, report = load_for_inference(cfg, args.checkpoint, device)
-    print(f"{report}\n{prepared.summary}")
+    segmenter = Segmenter(cfg, args.checkpoint, device=device, protocol=protocol, tile_above=args.tile_above)
+    print(f"{segmenter.report}\n{segmenter.prepared.summary}")
     print(f"protocol: {protocol}")
-    normalize = eval_transforms(mean=cfg.data.mean, std=cfg.data.std)
-    max_pixels, limit_key = args.max_pixels or cfg.data.max_image_pixels, "--max-pixels"
+    max_pixels = args.max_pixels or cfg.data.max_image_pixels
     for path, (mask_path, overlay_path) in tqdm(list(zip(images, outputs)), unit="img", disable=None):
-        raw = read_image(path, max_pixels, limit_key)
-        image = normalize(tv_tensors.Image(raw))[None].to(device, memory_format=prepared.memory_format)
-        with inference_context(cfg.eval.fast.inference_mode):
-            scores = infer(
-                prepared.model, image, protocol, cfg.model.num_classes, mean=cfg.data.mean, std=cfg.data.std,
-                amp_dtype=AMP_DTYPES[cfg.eval.amp],
-            )  # fmt: skip
-        prediction = scores.argmax(0).to(torch.uint8).cpu().numpy()
-        overlay = (1 - args.alpha) * raw.permute(1, 2, 0).numpy() + args.alpha * colorize(prediction, palette)
+        raw = read_image(path, max_pixels, "--max-pixels")
+        height, width = raw.shape[-2:]
+        problem = tiling_problem(protocol, height, width)
+        if args.tile and problem:
+            raise ValueError(f"--tile: {path}: {problem}")
+        probs_path = mask_path.with_name(mask_path.stem + "_probs.npy") if args.save_probs else None
+        prediction = predict(segmenter, raw, args.tile, probs_path)
         save_png(prediction, mask_path)  # replaces a symbolic link planted there, never writes through it
-        save_png(overlay.round().astype(np.uint8), overlay_path)
-    print(f"wrote {2 * len(images)} files to {args.output}")
+        picture = overlay_picture(
+            raw.permute(1, 2, 0).numpy(), prediction, segmenter.palette, segmenter.classes, args.alpha
+        )
+        save_png(picture, overlay_path)
+    per_image = 3 if args.save_probs else 2
+    print(f"wrote {per_image * len(images)} files to {args.output}")
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,6 +31,22 @@ def tiny_config(**backbone) -> Config:
     defaults = dict(depth=50, stage_blocks=(1, 1, 2, 3), base_width=8)
     defaults.update(backbone)
     return Config(model=ModelConfig(num_classes=5, backbone=BackboneConfig(**defaults), head="sp"))
+
+
+def tiny_checkpoint(folder: Path, num_classes: int = 19, **stored: Any) -> tuple[Path, dict[str, Any]]:
+    """``folder/model.pth``: a random tiny SPNet saved as train.py saves one (its config, and ``stored``),
+    its test protocol a 32x32 window with flip at the image's own size; and that config as a dict."""
+    from models import build_model
+    from utils.config import config_from_dict, config_to_dict
+
+    torch.manual_seed(0)
+    full = config_to_dict(tiny_config())
+    full["model"]["num_classes"] = num_classes
+    full["eval"].update(crop_size=[32, 32], base_size=None, flip=True)
+    model = build_model(config_from_dict(full), load_pretrained=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "config": full, "iter": 1, **stored}, folder / "model.pth")
+    return folder / "model.pth", full
 
 
 def layout(name: str) -> dict[str, list[int]]:

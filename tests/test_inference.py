@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.inference import infer
+from utils.inference import infer, infer_bands, tiling_problem
 from utils.protocol import Protocol
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -235,3 +235,61 @@ def test_a_protocol_that_cannot_run_is_refused_when_made(fields, message):
     config's eval section, not a ZeroDivisionError or NaN."""
     with pytest.raises(ValueError, match=rf"^protocol: {re.escape(message)}"):
         Protocol(**fields)
+
+
+class TinyConv(nn.Module):
+    """Random 3x3 convs with zero padding and a ramp: each window's border and position change its scores."""
+
+    def __init__(self, num_classes: int = 5):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 3, padding=1))
+
+    def forward(self, x):
+        ramp = torch.linspace(0, 2, x.shape[-1]).view(1, 1, 1, -1) * torch.arange(5.0).view(1, 5, 1, 1)
+        return {"out": self.conv(x) + ramp}
+
+
+def _bands(model, image, protocol):
+    """``infer_bands`` over ``image``, its bands checked to follow each other, joined."""
+    rows = lambda top, bottom: image[..., top:bottom, :]  # noqa: E731
+    bands = list(infer_bands(model, rows, *image.shape[-2:], protocol, 5, mean=MEAN, std=STD))
+    assert [top for top, _ in bands] == [sum(b.shape[1] for _, b in bands[:i]) for i in range(len(bands))]
+    return torch.cat([b for _, b in bands], 1), len(bands)
+
+
+@pytest.mark.parametrize("profile", ["spnet", "encoding", "mmseg"])
+@pytest.mark.parametrize("size", [(37, 53), (101, 29), (16, 90), (130, 77)])
+@pytest.mark.parametrize("flip", [False, True])
+def test_streamed_bands_equal_the_whole_sliding_window(profile, size, flip):
+    """Window sums are kept for the rows later windows still cover, the rest is final: the same class ids,
+    the same scores (bit for bit, except mmseg's softmax over a view, whose vectorised loop rounds a few
+    pixels of a band 1 ulp apart from the whole view's)."""
+    model = TinyConv().eval()
+    image = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+    for batch in (1, 3):
+        protocol = Protocol(profile=profile, crop_size=(24, 20), stride=(13, 11), base_size=None, flip=flip,
+                            window_batch=batch)  # fmt: skip
+        whole = infer(model, image, protocol, 5, mean=MEAN, std=STD)
+        streamed, count = _bands(model, image, protocol)
+        assert torch.equal(streamed.argmax(0), whole.argmax(0)), (profile, size, flip, batch)
+        if profile == "mmseg":
+            torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-7)
+        else:
+            assert torch.equal(streamed, whole), (profile, size, flip, batch)
+        if size[0] > 60:
+            assert count > 2  # streamed, not all at the end
+
+
+def test_streamed_bands_refuse_what_they_cannot_stream():
+    model, image = TinyConv().eval(), torch.randn(1, 3, 40, 50)
+    cases = [
+        (dict(mode="whole"), "the protocol runs the whole image (use --mode slide)"),
+        (dict(scales=(1.0, 1.5)), "the protocol resizes it (at its own size, scales 1, 1.5); use one scale"),
+        (dict(base_size=100), "the protocol resizes it (long side 100, scales 1); use one scale"),
+    ]
+    for fields, message in cases:
+        protocol = Protocol(**{"crop_size": (24, 20), "base_size": None, **fields})
+        with pytest.raises(ValueError, match=re.escape(message)):
+            _bands(model, image, protocol)
+    assert tiling_problem(Protocol(crop_size=(24, 20), base_size=50), 40, 50) is None  # long side 50 is its own

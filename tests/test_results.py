@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.results import json_safe, write_json
+from utils.results import atomic_npy, json_safe, write_json
 
 
 def test_one_json_writer_writes_null_for_nan(tmp_path):
@@ -100,3 +100,20 @@ def test_train_log_is_never_appended_through_a_symbolic_link(tmp_path):
         "only: remove the link, then start again"
     )
     assert victim.read_text() == "not yours to append to\n" and not logger.handlers
+
+
+def test_atomic_npy_is_filled_part_by_part_and_appears_only_when_complete(tmp_path):
+    """predict.py --save-probs writes (C, H, W) float16 band by band; np.load reads what was written, and a
+    failure half-way leaves no file (nor a temporary one) behind."""
+    path, expected = tmp_path / "p.npy", np.arange(3 * 5 * 7, dtype=np.float16).reshape(3, 5, 7)
+    with atomic_npy(path, (3, 5, 7), np.float16) as array:
+        for top in range(0, 5, 2):
+            array[:, top : top + 2] = expected[:, top : top + 2]
+            assert not path.exists()
+    loaded = np.load(path)
+    assert loaded.dtype == np.float16 and np.array_equal(loaded, expected)
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_npy(tmp_path / "q.npy", (2, 2), np.float32) as array:
+            array[0] = 1
+            raise RuntimeError("half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy"]

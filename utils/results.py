@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 
 def json_safe(value: Any) -> Any:
     """``value`` with NaN / infinity replaced by None and tuples by lists, recursively."""
@@ -130,3 +132,21 @@ def write_json(path: str | Path, data: Any) -> Path:
     with atomic_write(path) as f:
         f.write(text + "\n")
     return path
+
+
+@contextlib.contextmanager
+def atomic_npy(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
+    """A ``.npy`` file of ``shape`` written through ``atomic_write`` and filled in place: yields its
+    memory map (numpy's ``open_memmap`` layout), so an array larger than memory is written part by part.
+    ``np.load(path, mmap_mode="r")`` reads it back the same way."""
+    dtype = np.dtype(dtype)
+    with atomic_write(path, "w+b") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        f.truncate(offset + math.prod(shape) * dtype.itemsize)  # sparse until written
+        f.flush()
+        array = np.memmap(f, dtype, "r+", offset, tuple(shape))
+        yield array
+        array.flush()
+        del array
