@@ -3,7 +3,7 @@
     python scripts/make_synthetic.py --format cityscapes --out data/synthetic_cityscapes
     python scripts/make_synthetic.py --format ade20k --out data/synthetic_ade --train 100 --val 20 --size 256 256
     python scripts/make_synthetic.py --format folder --out data/synthetic_folder
-    python scripts/make_synthetic.py --format folder-rgb --out data/synthetic_folder_rgb --seed 1   # 6 classes, colour masks
+    python scripts/make_synthetic.py --format folder-rgb --out data/synthetic_folder_rgb --seed 1  # 6 classes, colours
     python scripts/make_synthetic.py --format pascal_context --out data/synthetic_pcontext --train 20 --val 10
 
 The same arguments always write the same files (every image is seeded by --seed, split and index).
