@@ -245,7 +245,7 @@ def build_lines(table: Table, results: list[Result]) -> tuple[list[Line], list[t
     recipes = {row.id: recipe(config_to_dict(load_config(ROOT / row.config))) for row in table.rows}
     lines, matched = [], set()
     for row in table.rows:
-        mine = [r for r in results if r.recipe == recipes[row.id]]
+        mine = [r for r in results if not changed_keys(recipes[row.id], r.recipe)]  # absent = None
         matched.update(id(r) for r in mine)
         protocols = sorted({r.protocol for r in mine})
         if not protocols:

@@ -128,6 +128,24 @@ def test_recipe_ignores_incidental_keys_only():
     assert changed_keys(paper_tables.recipe(base), paper_tables.recipe(different)) == ["train.max_iters"]
 
 
+def test_a_result_written_before_a_key_existed_matches_while_the_key_is_off(tmp_path):
+    """Results keep matching their row when the schema gains a key that is None by default (e.g.
+    loss.terms): the result's config lacks it, the row's has it at None."""
+    row = paper_tables.TABLES["synthetic_ablation"].rows[0]
+    config = config_to_dict(load_config(ROOT / row.config))
+    assert config["loss"]["terms"] is None and config["train"]["class_map"] is None
+    older = {**config, "loss": {k: v for k, v in config["loss"].items() if k != "terms"}}
+    older["train"] = {k: v for k, v in config["train"].items() if k != "class_map"}
+    newer = {**config, "loss": {**config["loss"], "terms": [{"name": "dice", "weight": 1.0}]}}
+    for name, trained in {"older": older, "newer": newer}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"config": trained, "protocol": {"mode": "whole"}}))
+    results = paper_tables.read_results(tmp_path)
+    lines, unmatched = paper_tables.build_lines(paper_tables.TABLES["synthetic_ablation"], results)
+    assert [r.path.name for r in lines[0].runs] == ["older.json"]
+    expected = [("newer.json", "nearest row base_fcn: differs in loss.terms")]
+    assert [(r.path.name, why) for r, why in unmatched] == expected
+
+
 TINY = [  # a small model on 64x128 synthetic images, 2 iterations
     "model.backbone.depth=50",
     "model.backbone.stage_blocks=[1, 1, 1, 2]",

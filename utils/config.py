@@ -330,7 +330,8 @@ def config_differences(cfg: Any, base: Any = None) -> dict[str, Any]:
 
 
 def changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two plain config dicts differ (a key missing on one side differs)."""
+    """Dotted keys where two plain config dicts differ. A key missing on one side counts as None: a key
+    added to the schema later, off (None) by default, does not set a result written before it apart."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(a.keys() | b.keys()) for d in changed_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
