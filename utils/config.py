@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from .losses import parse_terms
+from .loss_terms import parse_terms
 from .protocol import Protocol
 from .results import atomic_write
 from .schema import ConfigError, NamedArgs, bounded, build, field_value, is_switch, merge, set_dotted, to_plain

@@ -26,6 +26,7 @@ and ``adaptive_pool.py``, the export form of the MPM's and PPM's pooling grids (
 from __future__ import annotations
 
 from .acnet import ACBlock
+from .adaptive_pool import adaptive_avg_pool2d, use_exportable_pooling
 from .aspp import ASPP
 from .bam import BAM
 from .blaze_block import BlazeBlock
@@ -114,8 +115,10 @@ __all__ = [
     "SqueezeExcitation",
     "StripConv",
     "StripPooling",
+    "adaptive_avg_pool2d",
     "broadcast_strips",
     "fold_conv_bn",
     "fold_model",
     "pool_strips",
+    "use_exportable_pooling",
 ]
