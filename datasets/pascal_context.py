@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .ade20k_classes import PALETTE as ADE20K_PALETTE
 from .base import LIMIT_KEY, DatasetError, SegmentationDataset, make_lookup, pair_files, require_dir
 
 CLASSES_60 = (
@@ -35,18 +36,8 @@ CLASSES_60 = (
     "sidewalk", "sign", "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
     "water", "window", "wood",
 )  # fmt: skip
-# MMSegmentation's colours (the ADE20K palette's first 60); two classes share [140, 140, 140] there.
-PALETTE_60 = (
-    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80), (140, 140, 140),
-    (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7), (150, 5, 61), (120, 120, 70),
-    (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4), (255, 51, 7), (204, 70, 3), (0, 102, 200),
-    (61, 230, 250), (255, 6, 51), (11, 102, 255), (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220),
-    (255, 9, 92), (112, 9, 255), (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10),
-    (7, 255, 255), (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8), (0, 255, 20),
-    (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255), (140, 140, 140),
-    (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0), (153, 255, 0), (0, 0, 255),
-    (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255),
-)  # fmt: skip
+# MMSegmentation's colours: the ADE20K palette's first 60; two classes share [140, 140, 140] there.
+PALETTE_60 = ADE20K_PALETTE[:60]
 SPLITS = ("train", "val")
 OFFICIAL_COUNTS = {"train": 4998, "val": 5105}
 LAYOUT = """  <root>/VOCdevkit/VOC2010/JPEGImages/2008_000002.jpg  (<root>: the folder holding VOCdevkit, or VOC2010)
