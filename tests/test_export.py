@@ -205,3 +205,25 @@ def test_verify_fails_when_the_file_disagrees(tmp_path, monkeypatch, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --verify: {output} does not compute")
     assert "max |logit diff| 1.00e+00" in lines[0]
+
+
+@pytest.mark.slow  # a whole export (15-30 s on 2 shared cores)
+def test_fp16_export_takes_and_returns_half_and_stays_near_fp32(tmp_path, capsys):
+    """--fp16: the graph's input and logits are float16; --verify checks it against the PyTorch model in
+    fp16 (pixel agreement); and its logits stay within fp16 rounding of the fp32 model's."""
+    from utils.config import load_config
+
+    checkpoint, output = _checkpoint(tmp_path), tmp_path / "m.pt2"
+    argv = ["--config", DEMO, "--checkpoint", checkpoint, "--format", "exported-program", "--output", str(output)]
+    assert run(export_script.main, [*argv, *TINY, "--fp16", "--dynamic", "--verify", "--verify-sizes", "65", "97"]) == 0
+    out = capsys.readouterr().out
+    assert "normalised fp16 N x 3 x H x W" in out and "verify: passed" in out
+    run_exported = load_exported(output, "exported-program")
+    model = build_model(load_config(DEMO, TINY), load_pretrained=False).eval()
+    model.load_state_dict(torch.load(checkpoint)["model"])
+    x = torch.randn(1, 3, 48, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        half, full = run_exported(x.half()), model(x)["out"]
+    assert half.dtype == torch.float16 and half.shape == full.shape
+    scale = full.abs().max().item()
+    assert (half.float() - full).abs().max().item() <= 1e-2 * scale
