@@ -37,8 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import IGNORE_INDEX, stored_class_info
-from datasets.statistics import ClassStatistics, cached_statistics, class_weights, format_weights
-from engine.data import DataPlan, build_loaders, plan_data, shut_down_workers
+from datasets.statistics import ClassStatistics, class_weights, format_weights
+from engine.data import STATISTICS_FILE, DataPlan, build_loaders, plan_data, read_masks, shut_down_workers
 from engine.inference import prepare_for_inference
 from engine.loss_guard import LossGuard
 from engine.milestones import Milestones
@@ -87,8 +87,6 @@ from utils.protocol import Protocol
 from utils.records import save_records
 from utils.results import write_json
 from utils.visualize import confusion_picture, prediction_panel, save_png
-
-STATISTICS_FILE = "class_statistics.json"  # the training split's class statistics, for loss.class_weight auto
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -178,8 +176,8 @@ def train(cfg: Config, args: argparse.Namespace, d: DistInfo) -> int:
             if lock.stale:
                 log.warning("%s was left locked by a run that ended without releasing it (%s)", work_dir, lock.stale)
             start_writing(work_dir, cfg, log)
-            if counted is not None:  # the next start (a resume) reads them instead of counting again
-                write_json(work_dir / STATISTICS_FILE, counted.to_dict())
+            if counted is not None:  # the next start (a resume) reads them instead of the masks
+                write_json(work_dir / STATISTICS_FILE, {name: stats.to_dict() for name, stats in counted.items()})
             run.writer = SummaryWriter(work_dir / "tb")
         if run.milestones.owes_validation(start_iter, run.validated_iter):
             if not validate(run, module, step.amp_dtype, start_iter, stop):
@@ -285,9 +283,9 @@ class Step:
 def build_step(
     cfg: Config, d: DistInfo, data: DataPlan, resume: Path | None, state: dict | None, log: logging.Logger,
     work_dir: Path,
-) -> tuple[Step, nn.Module, ClassStatistics | None]:  # fmt: skip
+) -> tuple[Step, nn.Module, dict[str, ClassStatistics] | None]:  # fmt: skip
     """The training step's parts from the config, the plain model (checkpoints, validation), and the class
-    statistics ``loss.class_weight: {auto: ...}`` counted anew (for ``train`` to write), if any.
+    counts of the splits whose masks were read now (``engine.data.read_masks``, for ``train`` to write), if any.
 
     With ``state`` (the training checkpoint ``resume``) the model, optimizer, schedule and loss scale continue
     from it. Writes nothing: a config that fails a check here leaves the work dir as it was.
@@ -319,7 +317,11 @@ def build_step(
     if t.amp == "fp16" and d.device.type != "cuda":
         raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 on the CPU")
     scaler = torch.amp.GradScaler(d.device.type, enabled=t.amp == "fp16")
-    class_weight, counted = class_weight_of(cfg, d, data, work_dir, log)  # after the model's checks: counting is slow
+    counts, read = read_masks(cfg, d, data, work_dir / STATISTICS_FILE)  # after the model's checks: a pass over masks
+    for name, stats in counts.items():
+        source = "read now" if name in read else f"counted before, {STATISTICS_FILE}"
+        log.info("the %d masks of %s fit the label convention (%s)", stats.num_images, name, source)
+    class_weight = class_weight_of(cfg, counts, read, work_dir, log)
     criterion = build_criterion(cfg.loss, cfg.model.num_classes, class_weight)
     if state is not None:
         load_state_dict_checked(model, state["model"], source=str(resume))
@@ -338,29 +340,25 @@ def build_step(
         model = torch.compile(model)
     step = Step(model, criterion, optimizer, scheduler, scaler, AMP_DTYPES[t.amp], memory_format, data.micro,
                 data.accum, d)  # fmt: skip
-    return step, module, counted
+    return step, module, counts if read else None
 
 
 def class_weight_of(
-    cfg: Config, d: DistInfo, data: DataPlan, work_dir: Path, log: logging.Logger
-) -> tuple[list[float] | None, ClassStatistics | None]:
+    cfg: Config, counts: dict[str, ClassStatistics], read: list[str], work_dir: Path, log: logging.Logger
+) -> list[float] | None:
     """``loss.class_weight`` as weights: the list as given, or ``{auto: METHOD}`` from the training split's
-    statistics (``class_statistics.json`` of the run folder when it is of this split, else counted by rank 0;
-    then returned too, for ``train`` to write once writing starts). Logged either way."""
+    counts (``engine.data.read_masks``), logged."""
     spec = cfg.loss.class_weight
     if not isinstance(spec, dict):
-        return (None if spec is None else list(spec)), None
-    stats, counted = None, False
-    if d.is_main:
-        stats, counted = cached_statistics(data.train_set, work_dir / STATISTICS_FILE)
-    stats, counted = broadcast_object((stats, counted))
+        return None if spec is None else list(spec)
+    stats = counts[cfg.data.train_split]
     weights = class_weights(stats, spec["auto"])
-    source = "counted" if counted else f"from {work_dir / STATISTICS_FILE}"
+    source = "counted" if cfg.data.train_split in read else f"from {work_dir / STATISTICS_FILE}"
     log.info(
         "loss.class_weight %s, from the pixel frequencies of %s (%s): %s",
         spec["auto"], cfg.data.train_split, source, format_weights(stats.classes, weights),
     )  # fmt: skip
-    return weights, stats if counted else None
+    return weights
 
 
 def stored_classes(checkpoint: dict) -> tuple[str, ...] | None:

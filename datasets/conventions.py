@@ -170,6 +170,7 @@ class ColorCodes:
         clash = sorted(set(ignore) & set(colors))
         if clash:
             raise ValueError(f"ignore_colors {list(clash[0])} is also a class's color; remove it from one of the two")
+        self.colors, self.ignore_colors = [list(c) for c in colors], [list(c) for c in ignore]  # what the table maps
         self.table = np.full(1 << 24, self.UNKNOWN, dtype=np.uint8)
         for code, color in [*enumerate(colors), *((IGNORE_INDEX, c) for c in ignore)]:
             self.table[_pack(color)] = code

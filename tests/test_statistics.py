@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from PIL import Image
 
 from conftest import ROOT
 from datasets import FolderDataset
-from datasets.statistics import METHODS, ClassStatistics, cached_statistics, class_statistics, class_weights
-from utils.config import BALANCING
+from datasets.statistics import METHODS, ClassStatistics, class_statistics, class_weights
+from engine.data import read_masks
+from utils.config import BALANCING, load_config
+from utils.distributed import DistInfo
 
 CLASSES = ["road", "car", "sky", "pole"]  # pole never appears
 
@@ -82,22 +85,32 @@ def test_class_weights_follow_their_formulas(folder):
     assert METHODS == BALANCING  # the config's choices are the methods
 
 
-def test_cache_is_used_for_the_same_split_and_counted_again_when_it_changes(folder, tmp_path_factory):
+def test_kept_counts_are_read_for_the_same_split_and_counted_again_when_it_changes(folder, tmp_path_factory):
+    """engine.data.read_masks as a resumed run calls it: the counts kept in the run folder, unless the split changed."""
     root, masks = folder
     cache = tmp_path_factory.mktemp("run") / "class_statistics.json"
-    dataset = FolderDataset(root, "train", classes=CLASSES)
-    stats, counted = cached_statistics(dataset, cache)
-    assert counted
-    planted = {**stats.to_dict(), "pixels": [1, 1, 1, 1]}  # a cache of this split is read, not recounted
-    cache.write_text(json.dumps(planted))
-    again, counted = cached_statistics(dataset, cache)
+    cfg = load_config(ROOT / "configs/demo.yaml", ["data.check_masks=false", "loss.class_weight={auto: enet_log}"])
+
+    def read(classes=CLASSES):
+        counts, read = read_masks(
+            cfg, DistInfo(), SimpleNamespace(train_set=FolderDataset(root, "train", classes=classes)), cache
+        )
+        return counts["train"], read == ["train"]
+
+    stats, counted = read()
+    assert counted and stats == class_statistics(FolderDataset(root, "train", classes=CLASSES), progress=False)
+    planted = {**stats.to_dict(), "pixels": [1, 1, 1, 1]}  # kept counts of this split are read, not counted again
+    cache.write_text(json.dumps({"train": planted}))
+    again, counted = read()
     assert not counted and again.pixels == [1, 1, 1, 1]
     shutil.copy(root / "masks/train/c.png", root / "masks/train/d.png")  # one more image: another split
     shutil.copy(root / "images/train/c.png", root / "images/train/d.png")
-    changed, counted = cached_statistics(FolderDataset(root, "train", classes=CLASSES), cache)
+    changed, counted = read()
     assert counted and changed.num_images == 4 and changed.pixels[2] == stats.pixels[2] + 9
-    renamed, counted = cached_statistics(FolderDataset(root, "train", classes=["a", "b", "c", "d"]), cache)
+    renamed, counted = read(["a", "b", "c", "d"])
     assert counted  # other class names: another key
+    cache.write_text(json.dumps(planted))  # the one-split file of earlier versions: counted again, not an error
+    assert read()[1]
 
 
 def test_check_dataset_stats_prints_and_writes_the_counts(folder, tmp_path_factory, capsys):
@@ -139,10 +152,12 @@ def test_train_weights_classes_from_the_cached_statistics(synthetic_cityscapes, 
     logged = re.search(r"loss.class_weight enet_log, from the pixel frequencies of train \(counted\): (.*)", log)
     assert logged.group(1).startswith(f"road {expected[0]:.3g}, sidewalk {expected[1]:.3g}")
     cached = json.loads((work_dir / "class_statistics.json").read_text())
-    assert class_weights(ClassStatistics.from_dict(cached), "enet_log") == pytest.approx(expected)
+    assert sorted(cached) == ["train", "val"]  # data.check_masks read both splits before writing; kept by name
+    assert class_weights(ClassStatistics.from_dict(cached["train"]), "enet_log") == pytest.approx(expected)
     assert train.main(
         ["--config", str(ROOT / "configs/demo.yaml"), "--resume", "auto", "--allow-config-change",
          f"data.root={synthetic_cityscapes}", f"train.work_dir={work_dir}", *TINY, "train.max_iters=3", *common]
     ) == 0  # fmt: skip
     log = (work_dir / "train.log").read_text()
     assert f"(from {work_dir / 'class_statistics.json'})" in log and "iter 3/3 loss" in log
+    assert "masks of val fit the label convention (counted before, class_statistics.json)" in log

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
 import sys
 import tempfile
 import types
@@ -63,8 +64,16 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         message = worker_error_message(message, type(err))
         if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
             message = f"{message}: {err.filename}"
-        print(f"error: {message}", file=sys.stderr)
+        if not getattr(err, "raised_by_every_process", False) or os.environ.get("RANK", "0") == "0":
+            print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def raised_by_every_process(err: BaseException) -> BaseException:
+    """Mark an error every process of a distributed run raises alike (agreed over the process group): it is
+    printed once, by rank 0, not once per process, interleaved."""
+    err.raised_by_every_process = True
+    return err
 
 
 def worker_error_message(message: str, kind: type[BaseException]) -> str:

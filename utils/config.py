@@ -92,6 +92,9 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_image_pixels: int | None = bounded(None, min=1)  # larger images / masks are refused; null: Pillow's limit
+    # train.py reads every mask of train_split and val_split before it writes anything: a value, colour or
+    # convention (reduce_zero_label without a 0) that does not fit is one error then, not hours later
+    check_masks: bool = True
 
 
 @dataclass(frozen=True)
