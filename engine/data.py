@@ -21,7 +21,7 @@ from datasets.base import DatasetError
 from datasets.sampler import SeededSamples, ShardSampler, TrainStream, iterations_per_epoch
 from datasets.statistics import ClassStatistics, count_masks, mask_samples, split_key
 from utils.cli import raised_by_every_process
-from utils.distributed import DistInfo, all_gather_object
+from utils.distributed import DistInfo, all_gather_object, broadcast_object
 from utils.preemption import ignore_stop_signals
 
 # The counts of every split whose masks a run read before starting, by split name: a resumed run reads
@@ -85,7 +85,7 @@ def read_masks(cfg: Any, d: DistInfo, data: DataPlan, cache: Path) -> tuple[dict
         splits[cfg.data.train_split] = data.train_set
     if cfg.data.check_masks:
         splits.setdefault(cfg.data.val_split, data.val_set)
-    cached = _cached_counts(cache)
+    cached = broadcast_object(_cached_counts(cache) if d.is_main else None)  # every process reads what rank 0 does
     counts, read = {}, []
     for name, dataset in splits.items():
         if name in cached and cached[name].split_key == split_key(dataset):
