@@ -65,23 +65,32 @@ def _slide(model, view, p: Protocol, num_classes: int, black: torch.Tensor, amp_
 
 def _windows(model, view, windows, padded, p: Protocol, num_classes: int, black, amp_dtype) -> torch.Tensor:
     """Run the model on the windows, ``window_batch`` at a time; average the outputs where windows overlap."""
-    rules = p.rules
     size = p.crop_size if p.mode == "slide" else padded
     total = torch.zeros(num_classes, *padded, device=view.device)
     count = torch.zeros(1, *padded, device=view.device)
-    per_window_flip = p.uses_flip and not rules.flips_views
     for start in range(0, len(windows), p.window_batch):
         chunk = windows[start : start + p.window_batch]
-        batch = torch.cat([rules.window_input(view[..., y0:y1, x0:x1], size, black) for y0, x0, y1, x1 in chunk])
-        if per_window_flip:
-            batch = torch.cat([batch, batch.flip(-1)])
-        with torch.autocast(view.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(batch)["out"].float()
-        out = rules.window_scores(logits, per_window_flip)
+        out = _window_scores(model, view, chunk, size, p, black, amp_dtype)
         for k, (y0, x0, y1, x1) in enumerate(chunk):
             total[:, y0:y1, x0:x1] += out[k, :, : y1 - y0, : x1 - x0]
             count[:, y0:y1, x0:x1] += 1
     return total / count
+
+
+def _window_scores(model, view, chunk, size, p: Protocol, black, amp_dtype, top: int = 0) -> torch.Tensor:
+    """The scores of one batch of windows ``(y0, x0, y1, x1)`` of ``view``, whose first row is padded row
+    ``top`` (``infer_bands`` holds a band of the view), each window's flip added where the rules flip
+    windows rather than views. ``_windows`` and ``_ViewStream`` batch through here alike."""
+    rules = p.rules
+    per_window_flip = p.uses_flip and not rules.flips_views
+    batch = torch.cat(
+        [rules.window_input(view[..., y0 - top : y1 - top, x0:x1], size, black) for y0, x0, y1, x1 in chunk]
+    )
+    if per_window_flip:
+        batch = torch.cat([batch, batch.flip(-1)])
+    with torch.autocast(batch.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(batch)["out"].float()
+    return rules.window_scores(logits, per_window_flip)
 
 
 def tiling_problem(protocol: Protocol, height: int, width: int) -> str | None:
@@ -186,22 +195,13 @@ class _ViewStream:
 
     def step(self) -> None:
         """Run the next batch of windows (``_windows``' batches) and add their scores."""
-        p, rules = self.p, self.p.rules
+        p = self.p
         chunk = self.windows[self.next : self.next + p.window_batch]
         self.next += len(chunk)
         top, bottom = min(w[0] for w in chunk), max(w[2] for w in chunk)
         view = self._view(top, bottom)
-        per_window_flip = p.uses_flip and not rules.flips_views
-        batch = torch.cat(
-            [rules.window_input(view[..., y0 - top : y1 - top, x0:x1], p.crop_size, self.black)
-             for y0, x0, y1, x1 in chunk]
-        )  # fmt: skip
-        if per_window_flip:
-            batch = torch.cat([batch, batch.flip(-1)])
-        with torch.autocast(batch.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits = self.model(batch)["out"].float()
-        out = rules.window_scores(logits, per_window_flip)
-        self._grow(bottom, batch.device)
+        out = _window_scores(self.model, view, chunk, p.crop_size, p, self.black, self.amp_dtype, top)
+        self._grow(bottom, out.device)
         for k, (y0, x0, y1, x1) in enumerate(chunk):
             self.sums[:, y0 - self.start : y1 - self.start, x0:x1] += out[k, :, : y1 - y0, : x1 - x0]
             self.counts[:, y0 - self.start : y1 - self.start, x0:x1] += 1
